@@ -1,0 +1,360 @@
+"""IoT Hub jobs v2: scheduleDeviceMethod and scheduleUpdateTwin over a queryCondition.
+
+The scheduler owns job state and timing; it reaches devices only through a small `JobTarget`
+port (implemented by the hub model), reads time from an injected clock and hands every state
+change to a persistence hook. Lifecycle:
+
+    scheduled (startTime in the future) | queued (due now)
+        -> running   devices chosen by queryCondition when the job starts
+        -> completed (every device done; some may have failed)
+         | failed    (maxExecutionTimeInSeconds passed, or the emulator restarted mid-run)
+         | cancelled (cancel())
+
+Restarts: `restore()` brings back every job. Jobs that had not started run as planned. A job that
+was running ends `failed` with a failureReason instead of resuming, because a direct method such
+as a reboot or lockDoor is not safe to send twice; its unfinished devices end `failed` with error
+code JobInterrupted. Jobs that ran past maxExecutionTimeInSeconds end `failed` the same way, with
+error code JobExecutionTimeExceeded on each unfinished device.
+
+Driving it: the server runs `await scheduler.run()`; tests call `await scheduler.tick()` after
+moving a fake clock, then `await scheduler.wait_idle()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+from .jobs_errors import JobAlreadyExists, JobError, JobNotFound
+from .jobs_request import METHOD_JOB, parse_job_request
+from .jobs_state import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SCHEDULED,
+    DeviceJob,
+    Job,
+)
+
+log = logging.getLogger(__name__)
+
+#: Known IoT Hub error names by numeric code, for target errors that carry only a number.
+_ERROR_NAMES = {404001: "DeviceNotFound", 404103: "DeviceNotOnline", 504101: "GatewayTimeout",
+                429001: "ThrottlingException", 412001: "PreconditionFailed", 400004: "ArgumentInvalid"}
+
+
+class JobTarget(Protocol):
+    """What the scheduler needs from the hub: twins to select from, and two ways to act on a device."""
+
+    def twin_documents(self) -> Iterable[dict]:
+        """Current twin JSON of every device (as GET /twins/{id} returns it)."""
+
+    async def invoke_method(
+        self, device_id: str, method_name: str, payload: Any, response_timeout: int, connect_timeout: int
+    ) -> tuple[int, Any]:
+        """Run a direct method: (status, payload) from the device, or raise an error carrying
+        `error_name`/`error_code` (DeviceNotOnline 404103, GatewayTimeout 504101, ...)."""
+
+    def update_twin(self, device_id: str, patch: dict) -> None:
+        """Apply {"tags": .., "properties": {"desired": ..}} to one twin (raise as above on failure)."""
+
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[Any]]
+Persist = Callable[[dict], None]
+
+
+def device_error(error: BaseException) -> dict:
+    """An exception from the target as the devices.jobs `error` field {code, description}."""
+    code = getattr(error, "error_name", None)
+    number = getattr(error, "error_code", None)
+    if code is None and isinstance(number, int):
+        code = _ERROR_NAMES.get(number)
+    if code is None:
+        code = "GatewayTimeout" if isinstance(error, (asyncio.TimeoutError, TimeoutError)) else "ServerError"
+    description = getattr(error, "message", None) or str(error) or type(error).__name__
+    return {"code": code, "description": description}
+
+
+def twin_patch(update_twin: dict) -> dict:
+    """The part of a job's updateTwin that a twin update applies: tags and desired properties."""
+    patch: dict[str, Any] = {}
+    if update_twin.get("tags"):
+        patch["tags"] = update_twin["tags"]
+    desired = (update_twin.get("properties") or {}).get("desired")
+    if desired:
+        patch["properties"] = {"desired": desired}
+    return patch
+
+
+class JobScheduler:
+    def __init__(
+        self,
+        target: JobTarget,
+        clock: Clock = time.time,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        persist: Persist | None = None,
+        max_concurrent_methods: int = 16,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if max_concurrent_methods < 1:
+            raise ValueError("max_concurrent_methods must be at least 1")
+        self._target = target
+        self._clock = clock
+        self._sleep = sleep
+        self._persist_hook = persist
+        self._poll_interval = poll_interval
+        self._method_slots = asyncio.Semaphore(max_concurrent_methods)
+        self._jobs: dict[str, Job] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._wakeup: asyncio.Event | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ requests
+
+    def create(self, job_request: dict, job_id: str | None = None) -> dict:
+        """PUT /jobs/v2/{id}: validate, store and schedule; returns the JobResponse JSON."""
+        now = self._clock()
+        spec = parse_job_request(job_request, now, job_id)
+        if spec.job_id in self._jobs:
+            raise JobAlreadyExists(f"a job with id {spec.job_id!r} already exists")
+        job = Job(spec=spec, created=now, status=SCHEDULED if spec.start_time > now else QUEUED)
+        self._jobs[spec.job_id] = job
+        self._save(job)
+        if self._wakeup is not None:
+            self._wakeup.set()  # a running loop starts a due job now rather than at its next poll
+        return job.to_json()
+
+    def get(self, job_id: str) -> dict:
+        return self._job(job_id).to_json()
+
+    def cancel(self, job_id: str) -> dict:
+        """POST /jobs/v2/{id}/cancel. Unfinished devices end `cancelled`; a finished job is unchanged."""
+        job = self._job(job_id)
+        if job.finished:
+            return job.to_json()
+        now = self._clock()
+        job.end_unfinished_devices(CANCELLED, now)
+        self._end(job, CANCELLED, now)
+        return job.to_json()
+
+    def query(self, job_type: str | None = None, job_status: str | None = None) -> list[dict]:
+        """GET /jobs/v2/query?jobType=&jobStatus= (either may be omitted), oldest first."""
+        return [
+            job.to_json()
+            for job in self._jobs.values()
+            if (job_type is None or job.spec.type == job_type)
+            and (job_status is None or job.status == job_status)
+        ]
+
+    def device_job_documents(self) -> list[dict]:
+        """Every per-device record of every job: the collection `FROM devices.jobs` queries."""
+        return [device.to_json() for job in self._jobs.values() for device in job.devices.values()]
+
+    def restore(self, snapshots: Iterable[dict]) -> None:
+        """Bring back jobs saved through the persistence hook (call before run())."""
+        now = self._clock()
+        for snapshot in snapshots:
+            try:
+                job = Job.from_snapshot(snapshot)
+            except (JobError, KeyError, TypeError, ValueError) as error:  # one bad record, not all
+                log.warning("skipping a saved job that cannot be read: %s", error)
+                continue
+            if job.job_id in self._jobs:
+                continue
+            self._jobs[job.job_id] = job
+            if job.status == RUNNING:
+                unfinished = sum(1 for d in job.devices.values() if not d.finished)
+                job.end_unfinished_devices(FAILED, now, {
+                    "code": "JobInterrupted",
+                    "description": "The emulator stopped before this device's part of the job finished.",
+                })
+                job.failure_reason = (
+                    f"The emulator restarted while the job was running; it was not resumed because direct "
+                    f"methods and twin updates may not be safe to repeat ({unfinished} device(s) unfinished)."
+                )
+                self._end(job, FAILED, now)
+
+    # ------------------------------------------------------------------ driving
+
+    async def tick(self) -> None:
+        """Start due jobs and fail jobs past maxExecutionTimeInSeconds. Idempotent; cheap."""
+        now = self._clock()
+        for job in list(self._jobs.values()):
+            if job.status in (QUEUED, SCHEDULED) and job.spec.start_time <= now:
+                self._start(job, now)
+            elif job.status == RUNNING and job.deadline is not None and now >= job.deadline:
+                self._expire(job, now)
+        await asyncio.sleep(0)  # let newly started jobs take their first step
+
+    async def run(self) -> None:
+        """Tick until stop(): every poll_interval, sooner when a job is due or created."""
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        try:
+            while not self._stopping:
+                await self.tick()
+                await self._pause(self._next_delay())
+        finally:
+            self._wakeup = None
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def wait_idle(self) -> None:
+        """Wait for every running job task to finish (tests; orderly shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stop the loop and abandon running job tasks (their jobs stay `running` in storage)."""
+        self.stop()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    # ------------------------------------------------------------------ internals
+
+    def _job(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(f"job {job_id!r} does not exist") from None
+
+    def _next_delay(self) -> float:
+        now, delay = self._clock(), self._poll_interval
+        for job in self._jobs.values():
+            if job.status in (QUEUED, SCHEDULED):
+                delay = min(delay, job.spec.start_time - now)
+            elif job.status == RUNNING and job.deadline is not None:
+                delay = min(delay, job.deadline - now)
+        return max(delay, 0.0)
+
+    async def _pause(self, delay: float) -> None:
+        assert self._wakeup is not None
+        if self._wakeup.is_set():
+            self._wakeup.clear()
+            return
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        waker = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            self._wakeup.clear()
+
+    def _start(self, job: Job, now: float) -> None:
+        job.status, job.started_at = RUNNING, now
+        condition = job.spec.condition
+        try:
+            twins = list(self._target.twin_documents())
+        except Exception as error:  # the job cannot run, but the scheduler must keep going
+            log.exception("job %s could not read the device twins", job.job_id)
+            job.failure_reason = f"Could not select the job's devices: {error}"
+            self._end(job, FAILED, now)
+            return
+        for twin in twins:
+            device_id = twin.get("deviceId")
+            if isinstance(device_id, str) and device_id not in job.devices and condition.matches(twin):
+                job.devices[device_id] = DeviceJob(
+                    device_id, job.job_id, job.spec.type, created=now, start=now, last_updated=now
+                )
+        self._save(job)
+        task = asyncio.ensure_future(self._execute(job))
+        self._tasks[job.job_id] = task
+        task.add_done_callback(lambda _task, job_id=job.job_id: self._tasks.pop(job_id, None))
+
+    async def _execute(self, job: Job) -> None:
+        if job.spec.type == METHOD_JOB:
+            await asyncio.gather(*(self._invoke(job, device) for device in job.devices.values()))
+        else:
+            patch = twin_patch(job.spec.update_twin or {})
+            for device in job.devices.values():
+                self._update_twin(job, device, patch)
+                await asyncio.sleep(0)  # let cancel() and deadlines interleave with big fleets
+        if not job.finished:
+            self._end(job, COMPLETED, self._clock())
+
+    async def _invoke(self, job: Job, device: DeviceJob) -> None:
+        method = job.spec.cloud_to_device_method or {}
+        async with self._method_slots:
+            if device.finished or job.finished:  # cancelled or expired while waiting for a slot
+                return
+            self._mark_running(job, device)
+            try:
+                status, payload = await self._target.invoke_method(
+                    device.device_id,
+                    method["methodName"],
+                    method.get("payload"),
+                    method["responseTimeoutInSeconds"],
+                    method["connectTimeoutInSeconds"],
+                )
+            except asyncio.CancelledError:
+                raise  # cancel() or the deadline already recorded this device's end
+            except Exception as error:  # any failure is this device's outcome, not the job's
+                self._finish_device(job, device, FAILED, error=device_error(error))
+                return
+            outcome = {"deviceMethodResponse": {"status": status, "payload": payload}}
+            self._finish_device(job, device, COMPLETED, outcome=outcome)
+
+    def _update_twin(self, job: Job, device: DeviceJob, patch: dict) -> None:
+        if device.finished or job.finished:
+            return
+        self._mark_running(job, device)
+        try:
+            self._target.update_twin(device.device_id, patch)
+        except Exception as error:
+            self._finish_device(job, device, FAILED, error=device_error(error))
+            return
+        self._finish_device(job, device, COMPLETED, outcome={"deviceMethodResponse": None})
+
+    def _mark_running(self, job: Job, device: DeviceJob) -> None:
+        device.status, device.last_updated = RUNNING, self._clock()
+        self._save(job)
+
+    def _finish_device(self, job: Job, device: DeviceJob, status: str, **result: Any) -> None:
+        if device.finished or job.finished:
+            return  # a late answer after cancel or expiry changes nothing
+        device.finish(status, self._clock(), **result)
+        self._save(job)
+
+    def _expire(self, job: Job, now: float) -> None:
+        limit = job.spec.max_execution_seconds
+        job.end_unfinished_devices(FAILED, now, {
+            "code": "JobExecutionTimeExceeded",
+            "description": f"maxExecutionTimeInSeconds ({limit}) passed before this device finished.",
+        })
+        job.failure_reason = f"The job did not finish within maxExecutionTimeInSeconds ({limit} s)."
+        self._end(job, FAILED, now)
+
+    def _end(self, job: Job, status: str, now: float) -> None:
+        job.status, job.end = status, now
+        if status != COMPLETED:
+            task = self._tasks.get(job.job_id)
+            if task is not None and task is not _current_task():
+                task.cancel()
+        self._save(job)
+
+    def _save(self, job: Job) -> None:
+        if self._persist_hook is None:
+            return
+        try:
+            self._persist_hook(job.snapshot())
+        except Exception:  # storage trouble must not stop devices being served
+            log.exception("could not persist job %s", job.job_id)
+
+
+def _current_task() -> asyncio.Task | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop (cancel() called from synchronous code)
+        return None

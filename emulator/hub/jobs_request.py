@@ -1,0 +1,174 @@
+"""JobRequest JSON (PUT /jobs/v2/{id}) -> a validated JobSpec, or a 400 JobError saying why.
+
+Limits follow IoT Hub: method payload <= 128 KB, responseTimeoutInSeconds 5..300 (default 30),
+connectTimeoutInSeconds 0..300 (default 0), a startTime that may lack a time zone (then it is UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .jobs_errors import JobArgumentInvalid, JobArgumentNull
+from .query import Condition, QuerySyntaxError, parse_condition
+
+METHOD_JOB = "scheduleDeviceMethod"
+TWIN_JOB = "scheduleUpdateTwin"
+JOB_TYPES = (METHOD_JOB, TWIN_JOB)
+
+MAX_PAYLOAD_BYTES = 128 * 1024
+DEFAULT_RESPONSE_TIMEOUT = 30
+DEFAULT_CONNECT_TIMEOUT = 0
+#: What the emulator assumes when a request gives no maxExecutionTimeInSeconds.
+DEFAULT_MAX_EXECUTION_SECONDS = 3600
+
+# IoT Hub job ids follow the device id rules: <= 128 ASCII letters, digits and -:.+%_#*?!(),=@;$'
+_JOB_ID = re.compile(r"^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    type: str
+    query_condition: str
+    condition: Condition
+    start_time: float  # epoch seconds, UTC
+    max_execution_seconds: int
+    cloud_to_device_method: dict | None  # with timeouts filled in
+    update_twin: dict | None
+
+
+def parse_job_request(body: Any, now: float, job_id: str | None = None) -> JobSpec:
+    """Validate a JobRequest. `job_id` is the id from the URL, which the body must not contradict."""
+    if not isinstance(body, dict):
+        raise JobArgumentInvalid("the job request must be a JSON object")
+    body_id = body.get("jobId")
+    if job_id is not None and body_id not in (None, job_id):
+        raise JobArgumentInvalid(f"jobId {body_id!r} in the body does not match {job_id!r} in the URL")
+    job_id = job_id if job_id is not None else body_id
+    if job_id is None:
+        raise JobArgumentNull("jobId is required")
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise JobArgumentInvalid(
+            f"jobId {job_id!r} is invalid: use 1 to 128 letters, digits or -:.+%_#*?!(),=@;$'"
+        )
+
+    job_type = body.get("type")
+    if job_type is None:
+        raise JobArgumentNull("type is required")
+    if job_type not in JOB_TYPES:
+        raise JobArgumentInvalid(f"type {job_type!r} is not supported; use {' or '.join(JOB_TYPES)}")
+
+    text = body.get("queryCondition")
+    if text is None or (isinstance(text, str) and not text.strip()):
+        raise JobArgumentNull("queryCondition is required")
+    if not isinstance(text, str):
+        raise JobArgumentInvalid("queryCondition must be a string")
+    try:
+        condition = parse_condition(text)
+    except QuerySyntaxError as error:
+        raise JobArgumentInvalid(f"queryCondition is invalid: {error}") from None
+
+    method = _method(body.get("cloudToDeviceMethod")) if job_type == METHOD_JOB else None
+    twin = _twin_patch(body.get("updateTwin")) if job_type == TWIN_JOB else None
+    return JobSpec(
+        job_id=job_id,
+        type=job_type,
+        query_condition=text,
+        condition=condition,
+        start_time=_start_time(body.get("startTime"), now),
+        max_execution_seconds=_max_execution(body.get("maxExecutionTimeInSeconds")),
+        cloud_to_device_method=method,
+        update_twin=twin,
+    )
+
+
+def parse_utc(text: str) -> float:
+    """ISO 8601 -> epoch seconds; a time without a zone is UTC (the SDK may send one)."""
+    cleaned = text.strip()
+    # Python 3.11 takes at most 6 fractional digits in some layouts; .NET writes 7.
+    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", cleaned)
+    moment = datetime.fromisoformat(cleaned.replace("z", "Z"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def format_utc(epoch_seconds: float) -> str:
+    """Epoch seconds -> ISO 8601 UTC with a Z, as IoT Hub writes times."""
+    moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _start_time(value: Any, now: float) -> float:
+    if value is None:
+        return now
+    if not isinstance(value, str):
+        raise JobArgumentInvalid("startTime must be an ISO 8601 string")
+    try:
+        return parse_utc(value)
+    except (ValueError, OverflowError):
+        raise JobArgumentInvalid(f"startTime {value!r} is not an ISO 8601 date and time") from None
+
+
+def _max_execution(value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_EXECUTION_SECONDS
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise JobArgumentInvalid("maxExecutionTimeInSeconds must be a positive whole number")
+    return value
+
+
+def _timeout(method: dict, name: str, default: int, low: int, high: int) -> int:
+    value = method.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise JobArgumentInvalid(f"cloudToDeviceMethod.{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def _method(method: Any) -> dict:
+    if method is None:
+        raise JobArgumentNull("cloudToDeviceMethod is required for a scheduleDeviceMethod job")
+    if not isinstance(method, dict):
+        raise JobArgumentInvalid("cloudToDeviceMethod must be a JSON object")
+    name = method.get("methodName")
+    if not isinstance(name, str) or not name.strip():
+        raise JobArgumentNull("cloudToDeviceMethod.methodName is required")
+    payload = method.get("payload")
+    if len(json.dumps(payload).encode("utf-8")) > MAX_PAYLOAD_BYTES:
+        raise JobArgumentInvalid(f"cloudToDeviceMethod.payload is larger than {MAX_PAYLOAD_BYTES} bytes")
+    return {
+        "methodName": name,
+        "payload": payload,
+        "responseTimeoutInSeconds": _timeout(
+            method, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT, 5, 300
+        ),
+        "connectTimeoutInSeconds": _timeout(
+            method, "connectTimeoutInSeconds", DEFAULT_CONNECT_TIMEOUT, 0, 300
+        ),
+    }
+
+
+def _twin_patch(twin: Any) -> dict:
+    if twin is None:
+        raise JobArgumentNull("updateTwin is required for a scheduleUpdateTwin job")
+    if not isinstance(twin, dict):
+        raise JobArgumentInvalid("updateTwin must be a JSON object")
+    properties = twin.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise JobArgumentInvalid("updateTwin.properties must be a JSON object")
+    if properties.get("reported") is not None:
+        raise JobArgumentInvalid("updateTwin cannot change reported properties; only the device can")
+    desired, tags = properties.get("desired"), twin.get("tags")
+    if desired is not None and not isinstance(desired, dict):
+        raise JobArgumentInvalid("updateTwin.properties.desired must be a JSON object")
+    if tags is not None and not isinstance(tags, dict):
+        raise JobArgumentInvalid("updateTwin.tags must be a JSON object")
+    if not desired and not tags:
+        raise JobArgumentInvalid("updateTwin must change tags or properties.desired")
+    return twin

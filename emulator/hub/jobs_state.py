@@ -1,0 +1,171 @@
+"""Job and per-device job records: plain state, their JSON (JobResponse, devices.jobs rows) and
+the snapshot the persistence hook receives. No scheduling here (see jobs.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .jobs_request import METHOD_JOB, JobSpec, format_utc, parse_job_request, parse_utc
+
+# Job statuses (JobResponse.status) as IoT Hub spells them.
+QUEUED, SCHEDULED, RUNNING = "queued", "scheduled", "running"
+COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
+JOB_FINISHED = (COMPLETED, FAILED, CANCELLED)
+
+# Per-device statuses (devices.jobs rows).
+PENDING = "pending"
+DEVICE_FINISHED = (COMPLETED, FAILED, CANCELLED)
+
+
+@dataclass
+class DeviceJob:
+    """One device's part in a job: a row of `SELECT * FROM devices.jobs`."""
+
+    device_id: str
+    job_id: str
+    job_type: str
+    created: float
+    start: float
+    status: str = PENDING
+    last_updated: float = 0.0
+    end: float | None = None
+    outcome: dict | None = None
+    error: dict | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in DEVICE_FINISHED
+
+    def finish(
+        self, status: str, now: float, *, outcome: dict | None = None, error: dict | None = None
+    ) -> None:
+        self.status, self.end, self.last_updated = status, now, now
+        self.outcome, self.error = outcome, error
+
+    def to_json(self) -> dict:
+        row: dict[str, Any] = {
+            "deviceId": self.device_id,
+            "jobId": self.job_id,
+            "jobType": self.job_type,
+            "status": self.status,
+            "startTimeUtc": format_utc(self.start),
+            "endTimeUtc": format_utc(self.end) if self.end is not None else None,
+            "createdDateTimeUtc": format_utc(self.created),
+            "lastUpdatedDateTimeUtc": format_utc(self.last_updated or self.created),
+        }
+        if self.outcome is not None:
+            row["outcome"] = self.outcome
+        if self.error is not None:
+            row["error"] = self.error
+        return row
+
+    @classmethod
+    def from_json(cls, row: dict) -> DeviceJob:
+        def when(name: str) -> float | None:
+            return parse_utc(row[name]) if row.get(name) else None
+
+        return cls(
+            device_id=row["deviceId"],
+            job_id=row["jobId"],
+            job_type=row["jobType"],
+            created=when("createdDateTimeUtc") or 0.0,
+            start=when("startTimeUtc") or 0.0,
+            status=row["status"],
+            last_updated=when("lastUpdatedDateTimeUtc") or 0.0,
+            end=when("endTimeUtc"),
+            outcome=row.get("outcome"),
+            error=row.get("error"),
+        )
+
+
+@dataclass
+class Job:
+    spec: JobSpec
+    created: float
+    status: str
+    started_at: float | None = None  # when it really began running: the maxExecutionTime clock
+    end: float | None = None
+    failure_reason: str | None = None
+    status_message: str | None = None
+    devices: dict[str, DeviceJob] = field(default_factory=dict)
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+    @property
+    def finished(self) -> bool:
+        return self.status in JOB_FINISHED
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.started_at is None else self.started_at + self.spec.max_execution_seconds
+
+    def statistics(self) -> dict[str, int]:
+        counts = {PENDING: 0, RUNNING: 0, COMPLETED: 0, FAILED: 0}
+        for device in self.devices.values():
+            if device.status in counts:
+                counts[device.status] += 1
+        return {
+            "deviceCount": len(self.devices),
+            "failedCount": counts[FAILED],
+            "succeededCount": counts[COMPLETED],
+            "runningCount": counts[RUNNING],
+            "pendingCount": counts[PENDING],
+        }
+
+    def end_unfinished_devices(self, status: str, now: float, error: dict | None = None) -> None:
+        for device in self.devices.values():
+            if not device.finished:
+                device.finish(status, now, error=error)
+
+    def to_json(self) -> dict:
+        """The JobResponse body (GET /jobs/v2/{id})."""
+        spec = self.spec
+        body: dict[str, Any] = {
+            "jobId": spec.job_id,
+            "queryCondition": spec.query_condition,
+            "createdTime": format_utc(self.created),
+            "startTime": format_utc(spec.start_time),
+            "endTime": format_utc(self.end) if self.end is not None else None,
+            "maxExecutionTimeInSeconds": spec.max_execution_seconds,
+            "type": spec.type,
+            "status": self.status,
+            "deviceJobStatistics": self.statistics(),
+        }
+        if spec.type == METHOD_JOB:
+            body["cloudToDeviceMethod"] = spec.cloud_to_device_method
+        else:
+            body["updateTwin"] = spec.update_twin
+        if self.failure_reason is not None:
+            body["failureReason"] = self.failure_reason
+        if self.status_message is not None:
+            body["statusMessage"] = self.status_message
+        return body
+
+    def snapshot(self) -> dict:
+        """Everything needed to rebuild this job after a restart (JSON-serialisable)."""
+        return {
+            "job": self.to_json(),
+            "startedAt": self.started_at,
+            "devices": [device.to_json() for device in self.devices.values()],
+        }
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict) -> Job:
+        body = snapshot["job"]
+        spec = parse_job_request(body, now=0.0)
+        job = cls(
+            spec=spec,
+            created=parse_utc(body["createdTime"]),
+            status=body["status"],
+            started_at=snapshot.get("startedAt"),
+            end=parse_utc(body["endTime"]) if body.get("endTime") else None,
+            failure_reason=body.get("failureReason"),
+            status_message=body.get("statusMessage"),
+        )
+        for row in snapshot.get("devices", ()):
+            device = DeviceJob.from_json(row)
+            job.devices[device.device_id] = device
+        return job
