@@ -1,0 +1,5 @@
+"""`python -m service`."""
+
+from .cli import main
+
+main()
