@@ -1,0 +1,126 @@
+"""`iothub-emulator` / `python -m emulator`: run the local IoT Hub emulator until Ctrl-C or SIGTERM.
+
+Exit codes: 0 clean stop; 1 cannot start (data directory, certificates); 2 bad options;
+3 the address/port is already taken (or not a local address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from hubsettings import mask_key, mask_secrets, wellknown
+from hubsettings.discovery import emulator_home
+
+from .certs import CertificateError
+from .mqtt.server import AddressInUse
+from .server import EmulatorConfig, EmulatorServer, default_host_name, is_loopback
+from .store import StoreError
+
+EXIT_START_FAILED = 1
+EXIT_ADDRESS_IN_USE = 3
+
+
+class StartError(click.ClickException):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--address", default=wellknown.BIND_ADDRESS, show_default=True,
+              help="Local address to listen on. Use another loopback address (127.0.0.2, ...) to run "
+                   "several emulators side by side.")
+@click.option("--host-name", default=None,
+              help="The hub host name devices use (HostName=...). Default: localhost, or the address "
+                   "itself when it is not 127.0.0.1/::1.")
+@click.option("--mqtt-port", type=click.IntRange(0, 65535), default=wellknown.MQTT_PORT, show_default=True,
+              help="MQTT/TLS port for devices and DPS (the device SDK only ever uses 8883).")
+@click.option("--rest-port", type=click.IntRange(0, 65535), default=wellknown.REST_PORT, show_default=True,
+              help="HTTPS port for the service SDK/CLI (REST) and for devices using MQTT over WebSockets "
+                   "(those always dial 443: use --rest-port 443 for them).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Where the registry, twins and certificates are kept. Default: {emulator_home()}")
+@click.option("--in-memory", is_flag=True, help="Keep nothing on disk (state is lost at exit).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              default="info", show_default=True)
+@click.option("--show-keys", is_flag=True, help="Print the development keys in full (masked otherwise).")
+@click.option("--discovery-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the discovery file the device and service programs read. Default: "
+                   "$IOTHUB_EMULATOR_DISCOVERY or <home>/discovery.json.")
+@click.option("--no-discovery", is_flag=True, help="Do not write a discovery file.")
+def main(address: str, host_name: str | None, mqtt_port: int, rest_port: int, data_dir: Path | None,
+         in_memory: bool,
+         log_level: str, show_keys: bool, discovery_file: Path | None, no_discovery: bool) -> None:
+    """Run a local Azure IoT Hub emulator (devices over MQTT/TLS and DPS, services over HTTPS REST) with
+    well-known development keys."""
+    if in_memory and data_dir:
+        raise click.UsageError("--in-memory and --data-dir exclude each other")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    config = EmulatorConfig(address=address, host_name=host_name or default_host_name(address),
+                            mqtt_port=mqtt_port, rest_port=rest_port, data_dir=data_dir, in_memory=in_memory,
+                            discovery_file=discovery_file, write_discovery=not no_discovery)
+    try:
+        asyncio.run(_serve(EmulatorServer(config), show_keys))
+    except KeyboardInterrupt:  # where signal handlers are unavailable (Windows), Ctrl-C lands here
+        pass
+
+
+async def _serve(server: EmulatorServer, show_keys: bool) -> None:
+    try:
+        await server.start()
+    except AddressInUse as e:
+        raise StartError(e.strerror or str(e), EXIT_ADDRESS_IN_USE) from None
+    except (StoreError, CertificateError) as e:
+        raise StartError(str(e), EXIT_START_FAILED) from None
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        raise StartError(f"cannot start: {e.strerror or e}{where}", EXIT_START_FAILED) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # Windows: Ctrl-C raises KeyboardInterrupt instead; the server still stops in finally
+    try:
+        click.echo(describe(server, show_keys))
+        await stop.wait()
+        click.echo("Stopping...", err=True)
+    finally:
+        await server.stop()
+
+
+def describe(server: EmulatorServer, show_keys: bool) -> str:
+    """What a user needs to connect: where it listens, the CA and the connection strings."""
+    info = server.info()
+    show = (lambda text: text) if show_keys else mask_secrets
+    config = server.config
+    lines = [
+        "IoT Hub emulator: DEVELOPMENT ONLY. Its keys are public; never expose it beyond this machine.",
+        *([f"WARNING: {config.address} is not a loopback address: other machines can reach this emulator "
+           "and its keys are public."] if not is_loopback(config.address) else []),
+        f"  Devices (MQTT/TLS, DPS): {config.address}:{info.mqtt_port}   host name: {info.host_name}",
+        f"  Services (HTTPS REST):   {config.address}:{info.rest_port}",
+        f"  CA certificate:          {info.ca_file}",
+        f"  Data:                    {'in memory (lost at exit)' if config.in_memory else info.data_dir}",
+        f"  Discovery file:          {server.discovery_file or 'not written'}",
+        "",
+        "Connection strings" + ("" if show_keys else " (keys masked; --show-keys prints them)") + ":",
+        f"  service (iothubowner):  {show(info.service_connection_string)}",
+    ]
+    for device_id, connection_string in info.device_connection_strings.items():
+        lines.append(f"  device {device_id}:    {show(connection_string)}")
+    group_key = info.provisioning_group_key if show_keys else mask_key(info.provisioning_group_key)
+    lines += [
+        f"  DPS: host {info.provisioning_host}, id scope {info.provisioning_id_scope}, group key {group_key}",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""The hub as the job scheduler's `JobTarget` (emulator/hub/jobs.py): twins to select from, methods
+and twin updates to apply. Wiring (issue 5): JobScheduler(HubJobTarget(hub), persist=hub.save_job),
+then scheduler.restore(hub.saved_jobs()) before scheduler.run()."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .hub import Hub
+
+
+class HubJobTarget:
+    def __init__(self, hub: Hub):
+        self.hub = hub
+
+    def twin_documents(self) -> Iterable[dict]:
+        return self.hub.twin_documents()
+
+    async def invoke_method(self, device_id: str, method_name: str, payload: Any, response_timeout: int,
+                            connect_timeout: int) -> tuple[int, Any]:
+        result = await self.hub.invoke_method(device_id, method_name, payload, response_timeout=response_timeout,
+                                              connect_timeout=connect_timeout)
+        return result.status, result.payload
+
+    def update_twin(self, device_id: str, patch: dict) -> None:
+        # A job's updateTwin carries "etag": "*" (any version): the job applies to whatever twin is current.
+        self.hub.update_twin(device_id, {k: v for k, v in patch.items() if k != "etag"})

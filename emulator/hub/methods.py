@@ -1,0 +1,154 @@
+"""Direct-method calls in flight, correlated by $rid, with IoT Hub's connect and response timeouts.
+
+No I/O and no event loop: a call is created, dispatched to the device when it is (or comes) online,
+completed by the device's response, or failed by `expire(now)` once a deadline passes. Whoever waits
+(an asyncio front, a job scheduler) registers a done-callback.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock
+from .errors import ArgumentInvalid, DeviceNotOnline, GatewayTimeout, HubError, MessageTooLarge
+
+MAX_PAYLOAD_BYTES = 128 * 1024
+RESPONSE_TIMEOUT_RANGE = (5, 300)
+CONNECT_TIMEOUT_RANGE = (0, 300)
+DEFAULT_RESPONSE_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    status: int
+    payload: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "payload": self.payload}
+
+
+@dataclass(eq=False)
+class MethodCall:
+    device_id: str
+    method_name: str
+    payload: Any
+    rid: str
+    connect_deadline: float
+    response_timeout: float
+    response_deadline: float | None = None  # set when the request reaches the device
+    result: MethodResult | None = None
+    error: HubError | None = None
+    _callbacks: list[Callable[[MethodCall], None]] = field(default_factory=list)
+
+    @property
+    def dispatched(self) -> bool:
+        return self.response_deadline is not None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+    def request_body(self) -> bytes:
+        """The payload as sent to the device (JSON; nothing when the service sent none)."""
+        if self.payload is None or self.payload == "":
+            return b""
+        return json.dumps(self.payload).encode("utf-8")
+
+    def add_done_callback(self, callback: Callable[[MethodCall], None]) -> None:
+        if self.done:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    def _finish(self, result: MethodResult | None, error: HubError | None) -> None:
+        self.result, self.error = result, error
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+
+def _check_range(name: str, value: float, bounds: tuple[int, int]) -> None:
+    if not isinstance(value, (int, float)) or not bounds[0] <= value <= bounds[1]:
+        raise ArgumentInvalid(f"{name} must be between {bounds[0]} and {bounds[1]} seconds")
+
+
+def parse_response_payload(body: bytes) -> Any:
+    """The device's response body: JSON when it is JSON, else the text as is, None when empty."""
+    if not body:
+        return None
+    text = body.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class MethodCalls:
+    """The calls in flight, by device and $rid."""
+
+    def __init__(self, clock: Clock):
+        self._clock = clock
+        self._calls: dict[tuple[str, str], MethodCall] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def start(self, device_id: str, method_name: str, payload: Any, *, online: bool,
+              response_timeout: float = DEFAULT_RESPONSE_TIMEOUT, connect_timeout: float = 0) -> MethodCall:
+        if not method_name or not isinstance(method_name, str):
+            raise ArgumentInvalid("methodName is required")
+        _check_range("responseTimeoutInSeconds", response_timeout, RESPONSE_TIMEOUT_RANGE)
+        _check_range("connectTimeoutInSeconds", connect_timeout, CONNECT_TIMEOUT_RANGE)
+        try:
+            size = len(json.dumps(payload).encode("utf-8"))
+        except (TypeError, ValueError):
+            raise ArgumentInvalid("The method payload must be JSON") from None
+        if size > MAX_PAYLOAD_BYTES:
+            raise MessageTooLarge(f"The method payload exceeds {MAX_PAYLOAD_BYTES} bytes")
+        if not online and connect_timeout == 0:
+            raise DeviceNotOnline(f"Timed out waiting for device {device_id} to connect")
+        call = MethodCall(device_id, method_name, payload, str(uuid.uuid4()),
+                          connect_deadline=self._clock() + connect_timeout,
+                          response_timeout=response_timeout)
+        self._calls[(device_id, call.rid)] = call
+        return call
+
+    def mark_dispatched(self, call: MethodCall) -> None:
+        call.response_deadline = self._clock() + call.response_timeout
+
+    def waiting_for(self, device_id: str) -> list[MethodCall]:
+        """Calls that wait for this device to connect (not yet sent to it)."""
+        return [c for (d, _), c in self._calls.items() if d == device_id and not c.dispatched]
+
+    def complete(self, device_id: str, rid: str, status: int, payload: Any) -> bool:
+        """The device answered; False when no such call is in flight (late, duplicate or foreign)."""
+        call = self._calls.pop((device_id, rid), None)
+        if call is None:
+            return False
+        call._finish(MethodResult(status, payload), None)
+        return True
+
+    def fail_device(self, device_id: str, error: HubError) -> None:
+        """Fail every call for a device (e.g. deleted)."""
+        for key in [k for k in self._calls if k[0] == device_id]:
+            self._calls.pop(key)._finish(None, error)
+
+    def expire(self) -> list[MethodCall]:
+        """Fail the calls whose deadline has passed: 404103 if never delivered, 504101 if unanswered."""
+        now = self._clock()
+        expired = []
+        for key, call in list(self._calls.items()):
+            if not call.dispatched and now >= call.connect_deadline:
+                error: HubError = DeviceNotOnline(f"Timed out waiting for device {call.device_id} to connect")
+            elif call.dispatched and now >= call.response_deadline:  # type: ignore[operator]
+                error = GatewayTimeout(f"Timed out waiting for the response from device {call.device_id}")
+            else:
+                continue
+            del self._calls[key]
+            call._finish(None, error)
+            expired.append(call)
+        return expired

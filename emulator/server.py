@@ -1,0 +1,290 @@
+"""EmulatorServer: the embeddable emulator (hub model + store + certificates + MQTT listener + the
+service front: HTTPS REST, MQTT over WebSockets and the job scheduler, from emulator/rest).
+
+`await server.start()` / `await server.stop()` inside an event loop (the CLI), or `ThreadedEmulator`
+for tests and the demo: it runs the server on its own loop in a background thread, with a readiness
+event, and offers the small in-process API (invoke a method, patch desired properties, read a twin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hubsettings import wellknown
+from hubsettings.discovery import EmulatorInfo, discovery_path, emulator_home, remove_discovery, write_discovery
+
+from .certs import CertificatePaths, ensure_certificates, server_ssl_context
+from .hub import Hub, MethodResult
+from .mqtt.device_front import DeviceFront
+from .mqtt.server import MqttServer
+from .rest import ServiceFront
+from .store import SqliteStore
+
+log = logging.getLogger("emulator")
+T = TypeVar("T")
+
+HOUSEKEEPING_SECONDS = 0.2  # how often method-call deadlines and token expiries are checked
+
+
+def default_host_name(address: str) -> str:
+    """`localhost` for the default loopback (and wildcard) addresses; otherwise the address itself,
+    since only it reaches the emulator (e.g. 127.0.0.5 is not what `localhost` resolves to)."""
+    return wellknown.HOST_NAME if address in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::", "") else address
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+@dataclass
+class EmulatorConfig:
+    address: str = wellknown.BIND_ADDRESS
+    host_name: str | None = None  # None: default_host_name(address)
+    mqtt_port: int = wellknown.MQTT_PORT
+    # The service front (REST over HTTPS, MQTT over WebSockets, jobs); None runs devices only.
+    rest_port: int | None = wellknown.REST_PORT
+    data_dir: Path | None = None  # None: hubsettings.emulator_home()
+    in_memory: bool = False
+    discovery_file: Path | None = None  # None: hubsettings.discovery_path() (IOTHUB_EMULATOR_DISCOVERY)
+    write_discovery: bool = True
+    telemetry_capacity: int = 1000
+    extra_hosts: tuple[str, ...] = field(default_factory=tuple)  # more names for the server certificate
+
+    @property
+    def effective_host_name(self) -> str:
+        return self.host_name or default_host_name(self.address)
+
+
+class EmulatorServer:
+    def __init__(self, config: EmulatorConfig | None = None):
+        self.config = config or EmulatorConfig()
+        self.hub: Hub | None = None
+        self.front: DeviceFront | None = None
+        self.certificates: CertificatePaths | None = None
+        self.mqtt_port: int | None = None
+        self.rest_port: int | None = None
+        self.service: ServiceFront | None = None
+        self.data_dir: Path | None = None
+        self.discovery_file: Path | None = None
+        self._mqtt: MqttServer | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._temp_dir: str | None = None
+
+    @property
+    def host_name(self) -> str:
+        return self.config.effective_host_name
+
+    async def start(self) -> None:
+        """Create or open the data directory, certificates and store, then listen. Raises
+        mqtt.server.AddressInUse, store.StoreError or certs.CertificateError with a one-line message."""
+        config = self.config
+        try:
+            if config.in_memory:
+                self._temp_dir = tempfile.mkdtemp(prefix="iothub-emulator-")
+                self.data_dir = Path(self._temp_dir)
+                store = SqliteStore.in_memory()
+            else:
+                self.data_dir = Path(config.data_dir or emulator_home()).expanduser()
+                store = SqliteStore.in_directory(self.data_dir)
+            hosts = [self.host_name, config.address, *config.extra_hosts]
+            self.certificates = ensure_certificates(self.data_dir / "certs", hosts)
+            aliases = (config.address,) if _is_ip(config.address) else ()
+            self.hub = Hub(self.host_name, store=store, host_aliases=aliases,
+                           telemetry_capacity=config.telemetry_capacity)
+            self.hub.register_well_known()
+            self.front = DeviceFront(self.hub)
+            ssl_context = server_ssl_context(self.certificates)
+            self._mqtt = MqttServer(self.front, ssl_context)
+            self.mqtt_port = await self._mqtt.start(config.address, config.mqtt_port)
+            if config.rest_port is not None:
+                self.service = ServiceFront(self.hub, self.front, ssl_context)
+                self.rest_port = await self.service.start(config.address, config.rest_port)
+        except BaseException:
+            await self._release()
+            raise
+        self._housekeeping = asyncio.create_task(self._expire_deadlines())
+        if config.write_discovery:
+            self.discovery_file = config.discovery_file or discovery_path()
+            write_discovery(self.info(), self.discovery_file)
+        log.info("listening for devices (MQTT/TLS) on %s:%s as %s", config.address, self.mqtt_port, self.host_name)
+        if self.rest_port is not None:
+            log.info("listening for services (HTTPS REST, MQTT over WebSockets) on %s:%s", config.address,
+                     self.rest_port)
+
+    async def _expire_deadlines(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            if self.hub and self.front:
+                self.hub.expire_due()
+                self.front.expire_tokens()
+
+    async def stop(self) -> None:
+        if self._housekeeping:
+            self._housekeeping.cancel()
+            self._housekeeping = None
+        if self.discovery_file:
+            remove_discovery(self.discovery_file, pid=os.getpid())
+            self.discovery_file = None
+        await self._release()
+        log.info("stopped")
+
+    async def _release(self) -> None:
+        if self.service:
+            await self.service.stop()  # before the hub closes: running jobs are saved through it
+            self.service = None
+        if self._mqtt:
+            await self._mqtt.stop()
+            self._mqtt = None
+        if self.hub:
+            self.hub.close()
+            self.hub = None
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    # ---- what clients need to know ---------------------------------------------------------------
+    def info(self) -> EmulatorInfo:
+        assert self.certificates is not None and self.mqtt_port is not None
+        host = self.host_name
+        rest_port = self.rest_port if self.rest_port is not None else (self.config.rest_port or wellknown.REST_PORT)
+        return EmulatorInfo(
+            host_name=host, mqtt_address=self.config.address, mqtt_port=self.mqtt_port,
+            rest_address=self.config.address, rest_port=rest_port,
+            ca_file=str(self.certificates.ca_cert),
+            service_connection_string=wellknown.service_connection_string(host, rest_port),
+            device_connection_strings={wellknown.DEVICE_ID: wellknown.device_connection_string(host)},
+            provisioning_host=host, provisioning_id_scope=wellknown.DPS_ID_SCOPE,
+            provisioning_group_key=wellknown.DPS_GROUP_KEY,
+            data_dir=None if self.config.in_memory else str(self.data_dir), pid=os.getpid())
+
+    def device_connection_string(self, device_id: str) -> str:
+        """A connection string for a registered device (its primary key), for tests and the demo."""
+        assert self.hub is not None
+        device = self.hub.get_device(device_id)
+        return wellknown.device_connection_string(self.host_name, device_id, device.primary_key)
+
+    # ---- in-process API (until the REST front exists) --------------------------------------------
+    async def invoke_method(self, device_id: str, method_name: str, payload: Any = None, *,
+                            response_timeout: float = 30, connect_timeout: float = 0) -> MethodResult:
+        assert self.hub is not None
+        return await self.hub.invoke_method(device_id, method_name, payload, response_timeout=response_timeout,
+                                            connect_timeout=connect_timeout)
+
+    async def patch_desired(self, device_id: str, desired: dict[str, Any]) -> dict[str, Any]:
+        assert self.hub is not None
+        return self.hub.patch_desired(device_id, desired)
+
+
+class ThreadedEmulator:
+    """An EmulatorServer on its own event loop in a background thread (tests, the demo).
+
+    with ThreadedEmulator(EmulatorConfig(address="127.0.0.7", in_memory=True)) as emulator:
+        emulator.invoke_method("myDeviceId", "reboot", {"delay": 0})
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None):
+        self.server = EmulatorServer(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 30) -> ThreadedEmulator:
+        """Start and wait until the listener is up; re-raises a start-up failure here."""
+        self._thread = threading.Thread(target=self._run, name="iothub-emulator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the emulator did not start in time")
+        if self._error:
+            self._thread.join(timeout)
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as e:  # handed to the starting thread
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.stop()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self._loop and self._stop and self._thread and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout)
+
+    def __enter__(self) -> ThreadedEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- calls into the loop thread --------------------------------------------------------------
+    def run(self, coroutine_function: Callable[..., Awaitable[T]], *args: Any, timeout: float = 60,
+            **kwargs: Any) -> T:
+        """Run server code on the emulator's loop and wait for its result."""
+        assert self._loop is not None
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine_function(*args, **kwargs), self._loop)
+        return future.result(timeout)
+
+    def call(self, function: Callable[..., T], *args: Any, timeout: float = 60, **kwargs: Any) -> T:
+        """Call a (synchronous) hub function on the emulator's loop thread."""
+        async def wrapper() -> T:
+            return function(*args, **kwargs)
+        return self.run(wrapper, timeout=timeout)
+
+    @property
+    def hub(self) -> Hub:
+        """The hub, for use via call(); it is not thread-safe."""
+        assert self.server.hub is not None
+        return self.server.hub
+
+    def invoke_method(self, device_id: str, method_name: str, payload: Any = None, *,
+                      response_timeout: float = 30, connect_timeout: float = 0) -> MethodResult:
+        return self.run(self.server.invoke_method, device_id, method_name, payload,
+                        response_timeout=response_timeout, connect_timeout=connect_timeout,
+                        timeout=response_timeout + connect_timeout + 30)
+
+    def patch_desired(self, device_id: str, desired: dict[str, Any]) -> dict[str, Any]:
+        return self.run(self.server.patch_desired, device_id, desired)
+
+    def get_twin(self, device_id: str) -> dict[str, Any]:
+        return self.call(lambda: self.hub.get_twin(device_id))

@@ -1,0 +1,120 @@
+"""Persistence for the hub model: SQLite (stdlib) in the data directory, or in memory for tests.
+
+The port is deliberately small: records (JSON documents) by kind and key. The model decides what a
+record holds; the store only keeps it. Writes are committed one by one, so a crash loses nothing
+that was acknowledged to a client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock; SQLite's own locking still protects the file
+    fcntl = None  # type: ignore[assignment]
+
+DATABASE_FILE = "hub.sqlite3"
+LOCK_FILE = "hub.lock"
+SCHEMA_VERSION = 1
+
+DEVICES = "device"
+TWINS = "twin"
+ENROLLMENTS = "enrollment"
+JOBS = "job"
+
+
+class StoreError(RuntimeError):
+    """The data directory cannot be used (unreadable, locked, from a newer version)."""
+
+
+class Store(Protocol):
+    def load(self, kind: str) -> list[dict[str, Any]]: ...
+    def put(self, kind: str, key: str, record: dict[str, Any]) -> None: ...
+    def delete(self, kind: str, key: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class SqliteStore:
+    """Records in one table keyed by (kind, key). Use `SqliteStore.in_memory()` for tests."""
+
+    def __init__(self, path: Path | str, lock: IO[str] | None = None):
+        self.path = str(path)
+        self._dir_lock = lock
+        try:
+            # The hub runs on one event-loop thread, but may be built on another: allow that, and
+            # serialise with a lock anyway.
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} was written by a newer emulator (schema {version})")
+            self._db.execute("CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, key TEXT NOT NULL, "
+                             "body TEXT NOT NULL, PRIMARY KEY (kind, key))")
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the store {self.path}: {e}") from None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def in_directory(cls, data_dir: Path) -> SqliteStore:
+        """The store of a data directory, which one emulator at a time may use."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_directory(data_dir)
+        try:
+            return cls(data_dir / DATABASE_FILE, lock)
+        except BaseException:
+            if lock:
+                lock.close()
+            raise
+
+    @classmethod
+    def in_memory(cls) -> SqliteStore:
+        return cls(":memory:")
+
+    def load(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM records WHERE kind = ? ORDER BY rowid", (kind,)).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def put(self, kind: str, key: str, record: dict[str, Any]) -> None:
+        body = json.dumps(record, separators=(",", ":"))
+        with self._lock:
+            self._db.execute("INSERT INTO records (kind, key, body) VALUES (?, ?, ?) "
+                             "ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body", (kind, key, body))
+
+    def delete(self, kind: str, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+            if self._dir_lock:
+                self._dir_lock.close()  # releases the directory lock
+                self._dir_lock = None
+
+
+def _lock_directory(data_dir: Path) -> IO[str] | None:
+    """Two emulators on one data directory would overwrite each other's state: refuse the second."""
+    if fcntl is None:
+        return None
+    handle = open(data_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip()
+        handle.close()
+        raise StoreError(f"{data_dir} is in use by another running emulator{f' (pid {owner})' if owner else ''}; "
+                         "stop it, or use --data-dir or --in-memory") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

@@ -1,0 +1,19 @@
+"""Test doubles for the hub model's seams."""
+
+
+class RecordingLink:
+    """Stands in for the MQTT front: records what the hub pushes to devices."""
+
+    def __init__(self):
+        self.desired = []
+        self.methods = []
+        self.disconnected = []
+
+    def send_desired_patch(self, device_id, patch):
+        self.desired.append((device_id, patch))
+
+    def send_method_request(self, device_id, call):
+        self.methods.append((device_id, call))
+
+    def disconnect_device(self, device_id):
+        self.disconnected.append(device_id)

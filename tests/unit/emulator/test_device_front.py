@@ -1,0 +1,322 @@
+"""The device front without sockets: a real session state machine per fake link, driven by encoded
+packets exactly as the device SDK sends them (see the wire facts)."""
+
+import json
+
+import pytest
+
+from emulator.hub import FakeClock, Hub
+from emulator.mqtt.codec import (Connack, Connect, Disconnect, PacketReader, Puback, Publish, Subscribe,
+                                 encode)
+from emulator.mqtt.device_front import DeviceFront
+from emulator.mqtt.session import ServerConnection
+from hubsettings import build_token, derive_device_key, wellknown
+
+NOW = 1_700_000_000
+KEY = "8cc0Q0uyQZXpjwRZmcbS7ylk+eo0FLauFovl2gd1Vbc="
+KEY2 = "GE5K8DIILj1gEg6WNcmgqJyQsWkphPUMZ9ZOESClIbs="
+
+
+class FakeLink:
+    """One client connection: the device front's side is a real ServerConnection; we play the client."""
+
+    def __init__(self, front, peer="test"):
+        self.front = front
+        self.peer = peer
+        self.connection = ServerConnection(now=lambda: 0.0)
+        self.reader = PacketReader()
+        self.received = []
+        self.closed = False
+
+    def flush(self):
+        self.received += self.reader.feed(self.connection.data_to_send())
+        if self.connection.state == "closed" and not self.closed:
+            self.closed = True
+            self.front.link_closed(self)
+
+    def send(self, *packets):
+        for packet in packets:
+            self.front.handle_events(self, self.connection.receive_data(encode(packet)))
+            while self.connection.accepted_with_pending_input:
+                self.front.handle_events(self, self.connection.receive_data(b""))
+        self.flush()
+
+    def take(self):
+        packets, self.received = self.received, []
+        return packets
+
+    def publishes(self):
+        return [p for p in self.take() if isinstance(p, Publish)]
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+def hub(clock):
+    hub = Hub("localhost", clock=clock)
+    hub.register_well_known()
+    hub.create_device("d1", primary_key=KEY)
+    hub.create_device("d2", primary_key=KEY2)
+    return hub
+
+
+@pytest.fixture
+def front(hub):
+    return DeviceFront(hub)
+
+
+def hub_connect(device_id="d1", key=KEY, *, client_id=None, host="localhost", sr_device=None, ttl=3600,
+                clean_session=False):
+    token = build_token(f"{host}/devices/{sr_device or device_id}", key, ttl=ttl, now=NOW)
+    username = f"localhost/{device_id}/?api-version=2019-10-01&DeviceClientType=python"
+    return Connect(client_id if client_id is not None else device_id, username, token.encode(),
+                   clean_session=clean_session)
+
+
+def connected(front, device_id="d1", key=KEY, session_present=False):
+    link = FakeLink(front)
+    link.send(hub_connect(device_id, key))
+    assert link.take() == [Connack(session_present, 0)]
+    return link
+
+
+def test_good_token_is_accepted_and_marks_the_device_connected(front, hub):
+    connected(front)
+    assert hub.get_device("d1").connection_state == "Connected"
+
+
+@pytest.mark.parametrize("connect", [
+    hub_connect(key=KEY2),  # another device's key
+    hub_connect(ttl=-1),  # expired
+    hub_connect(sr_device="d2"),  # sr names another device
+    hub_connect(host="otherhub"),  # sr names another hub
+    hub_connect(client_id="d2"),  # username device id != client id
+    hub_connect("ghost"),  # no such device
+    Connect("d1", "localhost/d1/?api-version=2019-10-01", b"not a token"),
+    Connect("d1", None, None),
+], ids=["wrong-key", "expired", "other-device", "other-hub", "client-id", "unknown", "garbage", "anonymous"])
+def test_bad_credentials_get_connack_5(front, hub, connect):
+    link = FakeLink(front)
+    link.send(connect)
+    assert link.take() == [Connack(False, 5)]
+    assert link.connection.state == "closed"
+    assert not hub.is_online("d1")
+
+
+def test_disabled_device_is_refused(front, hub):
+    hub.update_device("d1", status="disabled")
+    link = FakeLink(front)
+    link.send(hub_connect())
+    assert link.take() == [Connack(False, 5)]
+
+
+def test_host_name_with_port_in_sr_is_accepted(front):
+    link = FakeLink(front)
+    link.send(hub_connect(host="localhost:8883"))
+    assert link.take() == [Connack(False, 0)]
+
+
+def test_twin_get_and_reported_patch_without_any_subscription(front):
+    link = connected(front)
+    link.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))
+    link.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=r2", b'{"fw": "1.0"}', 1, 2))
+    packets = link.take()
+    assert Puback(1) in packets and Puback(2) in packets
+    replies = [p for p in packets if isinstance(p, Publish)]
+    assert replies[0].topic == "$iothub/twin/res/200/?$rid=r1"
+    assert json.loads(replies[0].payload) == {"desired": {"$version": 1}, "reported": {"$version": 1}}
+    assert replies[1].topic == "$iothub/twin/res/204/?$rid=r2&$version=2"
+    assert replies[1].payload == b""
+
+
+def test_repeated_reported_patch_is_applied_once_and_answered_again(front, hub):
+    link = connected(front)
+    patch = Publish("$iothub/twin/PATCH/properties/reported/?$rid=r1", b'{"n": 1}', 1, 7)
+    link.send(patch)
+    first = link.publishes()
+    link.send(Publish(patch.topic, patch.payload, 1, 7, dup=True))
+    again = link.publishes()
+    assert [p.topic for p in again] == [p.topic for p in first] == ["$iothub/twin/res/204/?$rid=r1&$version=2"]
+    assert hub.device_twin("d1")["reported"]["$version"] == 2
+
+
+def test_bad_reported_patch_gets_a_400_reply_not_silence(front):
+    link = connected(front)
+    link.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=r1", b"{not json", 1, 1))
+    assert link.publishes()[0].topic == "$iothub/twin/res/400/?$rid=r1"
+
+
+def test_desired_patch_reaches_the_device_with_version_in_the_json(front, hub):
+    link = connected(front)
+    hub.patch_desired("d1", {"temp": 21})
+    [push] = link.publishes()
+    assert push.topic == "$iothub/twin/PATCH/properties/desired/?$version=2"
+    assert json.loads(push.payload) == {"temp": 21, "$version": 2}
+
+
+def test_method_request_and_response_are_correlated(front, hub):
+    link = connected(front)
+    link.send(Subscribe(1, (("$iothub/methods/POST/#", 1),)))
+    link.take()
+    call = hub.start_method("d1", "reboot", {"delay": 5})
+    [request] = link.publishes()
+    assert request.topic == f"$iothub/methods/POST/reboot/?$rid={call.rid}"
+    assert request.qos == 0 and json.loads(request.payload) == {"delay": 5}
+    link.send(Publish(f"$iothub/methods/res/200/?$rid={call.rid}", b'{"done": true}', 1, 3))
+    assert call.result.status == 200 and call.result.payload == {"done": True}
+
+
+def test_telemetry_with_properties_is_buffered_and_duplicates_dropped(front, hub):
+    link = connected(front)
+    topic = "devices/d1/messages/events/%24.mid=m1&%24.ct=application%2Fjson&level=a%20b%2Bc"
+    link.send(Publish(topic, b'{"t": 1}', 1, 4))
+    link.send(Publish(topic, b'{"t": 1}', 1, 4, dup=True))
+    [message] = hub.telemetry.messages("d1")
+    assert message.body == b'{"t": 1}'
+    assert message.system_properties == {"$.mid": "m1", "$.ct": "application/json"}
+    assert message.properties == {"level": "a b+c"}
+
+
+def test_a_device_cannot_publish_as_another_device(front, hub):
+    link = connected(front)
+    link.send(Publish("devices/d2/messages/events/", b"spoof", 1, 5))
+    assert link.connection.state == "closed"
+    assert hub.telemetry.messages() == []
+    assert not hub.is_online("d1")
+
+
+def test_a_device_never_sees_another_devices_traffic(front, hub):
+    one, two = connected(front, "d1", KEY), connected(front, "d2", KEY2)
+    hub.patch_desired("d2", {"x": 1})
+    hub.start_method("d2", "m")
+    two.send(Publish("$iothub/twin/GET/?$rid=r", b" ", 1, 1))
+    assert one.publishes() == []
+    assert len(two.publishes()) == 3
+
+
+def test_new_connection_takes_over_and_the_old_one_is_closed(front, hub):
+    old = connected(front)
+    new = connected(front, session_present=True)
+    assert old.connection.state == "closed"
+    assert hub.is_online("d1")  # closing the old link does not mark the device offline
+    hub.patch_desired("d1", {"a": 1})
+    assert old.publishes() == [] and len(new.publishes()) == 1
+
+
+def test_persistent_session_resends_unacknowledged_replies_after_reconnect(front):
+    link = connected(front)
+    link.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))
+    [reply] = link.publishes()  # never PUBACKed: the connection breaks
+    link.front.handle_events(link, [])
+    link.connection.connection_lost()
+    front.link_closed(link)
+    again = FakeLink(front)
+    again.send(hub_connect())
+    packets = again.take()
+    assert packets[0] == Connack(True, 0)
+    assert packets[1].topic == reply.topic and packets[1].dup
+
+
+def test_disconnect_marks_the_device_offline(front, hub):
+    link = connected(front)
+    link.send(Disconnect())
+    assert not hub.is_online("d1")
+    assert hub.get_device("d1").connection_state == "Disconnected"
+
+
+def test_unknown_topic_closes_the_connection(front):
+    link = connected(front)
+    link.send(Publish("some/random/topic", b"x", 1, 1))
+    assert link.connection.state == "closed"
+
+
+def dps_connect(registration_id, key, scope=wellknown.DPS_ID_SCOPE):
+    token = build_token(f"{scope}/registrations/{registration_id}", key, now=NOW)
+    return Connect(registration_id, f"{scope}/registrations/{registration_id}/api-version=2019-03-31",
+                   token.encode())
+
+
+def test_dps_registration_with_the_group_key_then_hub_connect(front, hub):
+    key = derive_device_key(wellknown.DPS_GROUP_KEY, "new-dev")
+    link = FakeLink(front)
+    link.send(dps_connect("new-dev", key))
+    assert link.take() == [Connack(False, 0)]
+    link.send(Subscribe(1, (("$dps/registrations/res/#", 1),)))
+    link.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1",
+                      b'{"registrationId": "new-dev", "payload": null}', 1, 2))
+    [reply] = link.publishes()
+    assert reply.topic == "$dps/registrations/res/200/?$rid=1"
+    body = json.loads(reply.payload)
+    assert body["status"] == "assigned"
+    state = body["registrationState"]
+    assert (state["assignedHub"], state["deviceId"], state["substatus"]) == ("localhost", "new-dev",
+                                                                            "initialAssignment")
+    link.send(Publish(f"$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId={body['operationId']}",
+                      b" ", 1, 3))
+    assert json.loads(link.publishes()[0].payload)["status"] == "assigned"
+    hub_link = FakeLink(front)
+    hub_link.send(hub_connect("new-dev", key))
+    assert hub_link.take() == [Connack(False, 0)]
+
+
+def test_dps_with_a_wrong_key_is_refused_at_connect(front, hub):
+    link = FakeLink(front)
+    link.send(dps_connect("new-dev", derive_device_key(wellknown.DPS_GROUP_KEY, "someone-else")))
+    assert link.take() == [Connack(False, 5)]
+    assert "new-dev" not in hub.registry
+
+
+def test_dps_register_for_another_registration_id_is_refused(front, hub):
+    link = FakeLink(front)
+    link.send(dps_connect("dev-a", derive_device_key(wellknown.DPS_GROUP_KEY, "dev-a")))
+    link.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId": "dev-b"}', 1, 1))
+    assert link.publishes()[0].topic == "$dps/registrations/res/400/?$rid=1"
+    assert "dev-b" not in hub.registry
+
+
+def test_connection_is_closed_when_its_token_expires(front, hub, clock):
+    link = FakeLink(front)
+    link.send(hub_connect(ttl=300))
+    assert link.take() == [Connack(False, 0)]
+    clock.advance(299)
+    front.expire_tokens()
+    assert hub.is_online("d1") and link.connection.state == "connected"
+    clock.advance(1)
+    front.expire_tokens()
+    assert link.connection.state == "closed" and not hub.is_online("d1")
+
+
+def test_plug_and_play_model_id_from_the_username_reaches_the_twin(front, hub):
+    connect = hub_connect()
+    pnp = Connect(connect.client_id, "localhost/d1/?api-version=2020-09-30&DeviceClientType=x"
+                  "&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1", connect.password)
+    link = FakeLink(front)
+    link.send(pnp)
+    assert link.take() == [Connack(False, 0)]
+    assert hub.get_twin("d1")["modelId"] == "dtmi:com:example:Thermostat;1"
+
+
+def test_an_internal_failure_still_answers_the_twin_request(front, hub, monkeypatch):
+    link = connected(front)
+
+    def broken(device_id):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(hub, "device_twin", broken)
+    link.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))
+    assert link.publishes()[0].topic == "$iothub/twin/res/500/?$rid=r1"
+
+
+def test_dps_and_hub_sessions_of_the_same_client_id_are_separate(front, hub):
+    key = derive_device_key(wellknown.DPS_GROUP_KEY, "d1")
+    dps = FakeLink(front)
+    persistent = dps_connect("d1", key)
+    dps.send(Connect(persistent.client_id, persistent.username, persistent.password, clean_session=False))
+    dps.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId": "d1"}', 1, 1))
+    assert any(isinstance(p, Publish) for p in dps.take())  # the reply is never acknowledged
+    device = FakeLink(front)
+    device.send(hub_connect("d1", KEY))
+    assert device.take() == [Connack(False, 0)]  # nothing of the DPS session is resent here

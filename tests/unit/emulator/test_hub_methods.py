@@ -1,0 +1,144 @@
+"""Direct methods in flight: dispatch, correlation by $rid, connect and response timeouts (fake clock)."""
+
+import asyncio
+
+import pytest
+
+from emulator.hub import (ArgumentInvalid, DeviceNotFound, DeviceNotOnline, FakeClock, GatewayTimeout, Hub,
+                          MessageTooLarge)
+from tests.unit.emulator.hub_fakes import RecordingLink
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def link():
+    return RecordingLink()
+
+
+@pytest.fixture
+def hub(clock, link):
+    hub = Hub(clock=clock)
+    hub.attach_link(link)
+    hub.create_device("d1")
+    return hub
+
+
+def test_offline_device_without_connect_timeout_is_404103(hub):
+    with pytest.raises(DeviceNotOnline) as info:
+        hub.start_method("d1", "reboot")
+    assert (info.value.error_code, info.value.http_status) == (404103, 404)
+
+
+def test_unknown_device_is_404001(hub):
+    with pytest.raises(DeviceNotFound):
+        hub.start_method("ghost", "reboot")
+
+
+def test_online_call_is_dispatched_and_completed_by_its_rid(hub, link):
+    hub.device_connected("d1")
+    call = hub.start_method("d1", "reboot", {"delay": 1})
+    assert link.methods == [("d1", call)]
+    assert call.request_body() == b'{"delay": 1}'
+    assert not hub.method_response("d1", "some-other-rid", 200, b"{}")
+    assert not hub.method_response("d2", call.rid, 200, b"{}")  # another device cannot answer it
+    assert hub.method_response("d1", call.rid, 201, b'{"ok": true}')
+    assert call.result.status == 201 and call.result.payload == {"ok": True}
+    assert not hub.method_response("d1", call.rid, 200, b"{}")  # a late duplicate is ignored
+
+
+def test_response_timeout_is_504101(hub, clock):
+    hub.device_connected("d1")
+    call = hub.start_method("d1", "slow", response_timeout=5)
+    clock.advance(4.9)
+    assert hub.expire_due() == []
+    clock.advance(0.2)
+    assert hub.expire_due() == [call]
+    assert isinstance(call.error, GatewayTimeout) and call.error.error_code == 504101
+
+
+def test_connect_timeout_waits_for_the_device_then_dispatches(hub, clock, link):
+    call = hub.start_method("d1", "reboot", connect_timeout=10, response_timeout=5)
+    clock.advance(9)
+    assert hub.expire_due() == [] and link.methods == []
+    hub.device_connected("d1")
+    assert link.methods == [("d1", call)]
+    clock.advance(4)  # the response timeout starts when the request is sent
+    assert hub.expire_due() == []
+    clock.advance(2)
+    assert isinstance(hub.expire_due()[0].error, GatewayTimeout)
+
+
+def test_connect_timeout_expiry_is_404103(hub, clock):
+    call = hub.start_method("d1", "reboot", connect_timeout=3)
+    clock.advance(3)
+    hub.expire_due()
+    assert isinstance(call.error, DeviceNotOnline)
+
+
+@pytest.mark.parametrize("kwargs", [{"response_timeout": 4}, {"response_timeout": 301},
+                                    {"connect_timeout": -1}, {"connect_timeout": 301}])
+def test_timeouts_out_of_range_are_refused(hub, kwargs):
+    hub.device_connected("d1")
+    with pytest.raises(ArgumentInvalid):
+        hub.start_method("d1", "m", **kwargs)
+
+
+def test_payload_over_128_kb_is_refused(hub):
+    hub.device_connected("d1")
+    with pytest.raises(MessageTooLarge):
+        hub.start_method("d1", "m", "x" * (128 * 1024))
+
+
+def test_non_json_response_payload_is_kept_as_text_and_empty_as_none(hub):
+    hub.device_connected("d1")
+    text_call, empty_call = hub.start_method("d1", "a"), hub.start_method("d1", "b")
+    hub.method_response("d1", text_call.rid, 200, b"plain")
+    hub.method_response("d1", empty_call.rid, 200, b"")
+    assert text_call.result.payload == "plain" and empty_call.result.payload is None
+
+
+def test_deleting_the_device_fails_its_calls(hub):
+    call = hub.start_method("d1", "m", connect_timeout=30)
+    hub.delete_device("d1")
+    assert isinstance(call.error, DeviceNotFound)
+
+
+async def test_invoke_method_awaits_the_device_response(hub, link):
+    hub.device_connected("d1")
+    task = asyncio.ensure_future(hub.invoke_method("d1", "ping", None))
+    while not link.methods:
+        await asyncio.sleep(0)
+    _, call = link.methods[0]
+    assert call.request_body() == b""
+    hub.method_response("d1", call.rid, 200, b"null")
+    result = await asyncio.wait_for(task, 10)
+    assert result.to_json() == {"status": 200, "payload": None}
+
+
+async def test_invoke_method_raises_the_timeout_error(hub, clock, link):
+    hub.device_connected("d1")
+    task = asyncio.ensure_future(hub.invoke_method("d1", "ping", response_timeout=5))
+    while not link.methods:
+        await asyncio.sleep(0)
+    clock.advance(6)
+    hub.expire_due()
+    with pytest.raises(GatewayTimeout):
+        await asyncio.wait_for(task, 10)
+
+
+async def test_job_target_adapter_runs_methods_and_twin_updates(hub, link):
+    from emulator.hub.job_target import HubJobTarget
+    target = HubJobTarget(hub)
+    hub.device_connected("d1")
+    task = asyncio.ensure_future(target.invoke_method("d1", "reboot", {"a": 1}, 30, 0))
+    while not link.methods:
+        await asyncio.sleep(0)
+    hub.method_response("d1", link.methods[0][1].rid, 200, b'"ok"')
+    assert await asyncio.wait_for(task, 10) == (200, "ok")
+    target.update_twin("d1", {"etag": "*", "tags": {"t": 1}, "properties": {"desired": {"x": 1}}})
+    assert [d["tags"] for d in target.twin_documents()] == [{"t": 1}]
+    assert link.desired[-1] == ("d1", {"x": 1, "$version": 2})
