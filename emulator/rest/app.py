@@ -1,0 +1,102 @@
+"""The service REST front: IoT Hub's HTTPS routes -> hub model and job scheduler calls.
+
+Every route answers as IoT Hub does: JSON bodies, the exact success status the SDK expects, and
+IoT Hub-shaped errors (errors.py) for domain failures, bad JSON, bad api-versions, unknown routes.
+Handlers live in one module per resource; this module is the routing table and the middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from ..hub import Hub
+from ..hub.errors import HubError
+from ..hub.jobs import JobScheduler
+from ..hub.jobs_errors import JobError
+from ..mqtt.device_front import DeviceFront
+from . import auth, devices, jobs, methods, query, twins
+from .auth import ServiceAuthorizer
+from .context import AUTHORIZER, HUB, QUERY_PAGES, SCHEDULER
+from .errors import InvalidProtocolVersion, ServerError, error_response, from_http_exception
+from .paging import QueryPages
+from .websocket import WEBSOCKET_PATH, add_websocket_route
+
+log = logging.getLogger("emulator.rest")
+
+#: azure-iot-hub 2.7 sends the first; the az CLI extension the second.
+API_VERSIONS = ("2021-04-12", "2024-03-31")
+#: Bodies larger than this are refused with 413 (method payloads stop at 128 KB, twins at 32 KB).
+MAX_BODY_BYTES = 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# (verb, path, handler, rights any one of which the caller's policy must have)
+ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
+    ("GET", "/devices", devices.list_devices, auth.REGISTRY_READ),
+    ("POST", "/devices/query", query.query_devices, auth.QUERY),
+    ("GET", "/devices/{id}", devices.get_device, auth.REGISTRY_READ),
+    ("PUT", "/devices/{id}", devices.put_device, auth.REGISTRY_WRITE),
+    ("DELETE", "/devices/{id}", devices.delete_device, auth.REGISTRY_WRITE),
+    ("GET", "/twins/{id}", twins.get_twin, auth.TWIN_READ),
+    ("PATCH", "/twins/{id}", twins.update_twin, auth.TWIN_WRITE),
+    ("PUT", "/twins/{id}", twins.replace_twin, auth.TWIN_WRITE),
+    ("POST", "/twins/{deviceId}/methods", methods.invoke_method, auth.METHODS),
+    ("GET", "/jobs/v2/query", jobs.query_jobs, auth.JOBS_READ),  # before /jobs/v2/{id}
+    ("PUT", "/jobs/v2/{id}", jobs.create_job, auth.JOBS_WRITE),
+    ("GET", "/jobs/v2/{id}", jobs.get_job, auth.JOBS_READ),
+    ("POST", "/jobs/v2/{id}/cancel", jobs.cancel_job, auth.JOBS_WRITE),
+)
+
+
+def _guarded(handler: Handler, rights: Sequence[str]) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        request.app[AUTHORIZER].authorize(request.headers.get("Authorization"), rights)
+        return await handler(request)
+
+    guarded.__name__ = handler.__name__
+    return guarded
+
+
+@web.middleware
+async def iothub_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """api-version check, then the handler; every failure becomes an IoT Hub error response."""
+    try:
+        if request.match_info.http_exception is not None:
+            raise request.match_info.http_exception
+        if request.path != WEBSOCKET_PATH:
+            version = request.query.get("api-version")
+            if version not in API_VERSIONS:
+                raise InvalidProtocolVersion(
+                    f"api-version '{(version or '')[:40]}' is not supported; use one of {', '.join(API_VERSIONS)}")
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(from_http_exception(exc))
+    except (HubError, JobError) as error:
+        return error_response(error)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - a client gets a 500 in IoT Hub's shape, never a stack trace
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(ServerError("The emulator failed to handle the request; see its log"))
+
+
+def create_app(hub: Hub, scheduler: JobScheduler | None = None, *,
+               device_front: DeviceFront | None = None) -> web.Application:
+    """The REST application. Without a scheduler the job routes answer 503; without a device front
+    there is no MQTT-over-WebSocket route."""
+    app = web.Application(middlewares=[iothub_errors], client_max_size=MAX_BODY_BYTES)
+    app[HUB] = hub
+    app[SCHEDULER] = scheduler
+    app[AUTHORIZER] = ServiceAuthorizer(hub)
+    app[QUERY_PAGES] = QueryPages()
+    for verb, path, handler, rights in ROUTES:
+        app.router.add_route(verb, path, _guarded(handler, rights))
+    if device_front is not None:
+        add_websocket_route(app, device_front)
+    return app

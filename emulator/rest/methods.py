@@ -1,0 +1,38 @@
+"""Direct methods: POST /twins/{deviceId}/methods -> 200 {"status", "payload"} from the device.
+
+The hub model enforces IoT Hub's rules (payload <= 128 KB, responseTimeoutInSeconds 5..300,
+connectTimeoutInSeconds 0..300, 404103 when the device is not connected in time, 504101 when it
+does not answer in time); this handler only reads the request and waits for the outcome.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..hub.errors import ArgumentInvalid
+from ..hub.methods import DEFAULT_RESPONSE_TIMEOUT
+from .bodies import json_ok, read_json_object
+from .context import hub_of
+
+
+def _seconds(body: dict[str, Any], name: str, default: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentInvalid(f"{name} must be a number of seconds")
+    return value
+
+
+async def invoke_method(request: web.Request) -> web.Response:
+    body = await read_json_object(request, "method request")
+    method_name = body.get("methodName")
+    if not isinstance(method_name, str) or not method_name:
+        raise ArgumentInvalid("methodName is required")
+    result = await hub_of(request).invoke_method(
+        request.match_info["deviceId"], method_name, body.get("payload"),
+        response_timeout=_seconds(body, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT),
+        connect_timeout=_seconds(body, "connectTimeoutInSeconds", 0))
+    return json_ok(result.to_json())
