@@ -102,13 +102,20 @@ class JobScheduler:
         persist: Persist | None = None,
         max_concurrent_methods: int = 16,
         poll_interval: float = 1.0,
+        persist_batch_seconds: float | None = None,
     ) -> None:
+        """`persist_batch_seconds`: None hands every change to `persist` at once. A number hands
+        per-device progress over at most that often (job creation, start and end still at once):
+        a snapshot holds every device's row, so a 10,000-device job cannot afford one per change."""
         if max_concurrent_methods < 1:
             raise ValueError("max_concurrent_methods must be at least 1")
         self._target = target
         self._clock = clock
         self._sleep = sleep
         self._persist_hook = persist
+        self._persist_batch_seconds = persist_batch_seconds
+        self._unsaved: set[str] = set()  # jobs with device progress not yet handed to persist
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._poll_interval = poll_interval
         self._method_slots = asyncio.Semaphore(max_concurrent_methods)
         self._jobs: dict[str, Job] = {}
@@ -217,6 +224,7 @@ class JobScheduler:
     async def aclose(self) -> None:
         """Stop the loop and abandon running job tasks (their jobs stay `running` in storage)."""
         self.stop()
+        self._flush_progress()
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
@@ -319,13 +327,13 @@ class JobScheduler:
 
     def _mark_running(self, job: Job, device: DeviceJob) -> None:
         device.status, device.last_updated = RUNNING, self._clock()
-        self._save(job)
+        self._save_progress(job)
 
     def _finish_device(self, job: Job, device: DeviceJob, status: str, **result: Any) -> None:
         if device.finished or job.finished:
             return  # a late answer after cancel or expiry changes nothing
         device.finish(status, self._clock(), **result)
-        self._save(job)
+        self._save_progress(job)
 
     def _expire(self, job: Job, now: float) -> None:
         limit = job.spec.max_execution_seconds
@@ -344,7 +352,25 @@ class JobScheduler:
                 task.cancel()
         self._save(job)
 
+    def _save_progress(self, job: Job) -> None:
+        """Per-device progress: saved now, or with the next batch (see persist_batch_seconds)."""
+        if self._persist_batch_seconds is None or self._persist_hook is None:
+            self._save(job)
+            return
+        self._unsaved.add(job.job_id)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(self._persist_batch_seconds,
+                                                                      self._flush_progress)
+
+    def _flush_progress(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        for job_id in list(self._unsaved):
+            self._save(self._jobs[job_id])
+
     def _save(self, job: Job) -> None:
+        self._unsaved.discard(job.job_id)
         if self._persist_hook is None:
             return
         try:

@@ -18,11 +18,12 @@ from ..hub.errors import HubError
 from ..hub.jobs import JobScheduler
 from ..hub.jobs_errors import JobError
 from ..mqtt.device_front import DeviceFront
-from . import auth, devices, jobs, methods, query, twins
+from . import auth, devices, jobs, methods, query, telemetry, throttle, twins
 from .auth import ServiceAuthorizer
-from .context import AUTHORIZER, HUB, QUERY_PAGES, SCHEDULER
+from .context import AUTHORIZER, HUB, QUERY_PAGES, SCHEDULER, THROTTLE
 from .errors import InvalidProtocolVersion, ServerError, error_response, from_http_exception
 from .paging import QueryPages
+from .throttle import Throttle, Throttled
 from .websocket import WEBSOCKET_PATH, add_websocket_route
 
 log = logging.getLogger("emulator.rest")
@@ -49,12 +50,32 @@ ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
     ("PUT", "/jobs/v2/{id}", jobs.create_job, auth.JOBS_WRITE),
     ("GET", "/jobs/v2/{id}", jobs.get_job, auth.JOBS_READ),
     ("POST", "/jobs/v2/{id}/cancel", jobs.cancel_job, auth.JOBS_WRITE),
+    # emulator-only: what devices sent (IoT Hub serves this over its Event Hubs-compatible endpoint)
+    ("GET", "/_emulator/devices/{id}/messages", telemetry.device_messages, auth.TELEMETRY),
 )
+
+#: IoT Hub's throttle class of each handler (--throttle); handlers not listed are never throttled.
+THROTTLE_CLASSES: dict[Handler, str] = {
+    devices.list_devices: throttle.REGISTRY, devices.get_device: throttle.REGISTRY,
+    devices.put_device: throttle.REGISTRY, devices.delete_device: throttle.REGISTRY,
+    query.query_devices: throttle.QUERIES,
+    twins.get_twin: throttle.TWIN_READS, twins.update_twin: throttle.TWIN_UPDATES,
+    twins.replace_twin: throttle.TWIN_UPDATES,
+    methods.invoke_method: throttle.METHODS,
+    jobs.query_jobs: throttle.JOBS, jobs.create_job: throttle.JOBS, jobs.get_job: throttle.JOBS,
+    jobs.cancel_job: throttle.JOBS,
+}
 
 
 def _guarded(handler: Handler, rights: Sequence[str]) -> Handler:
+    operation = THROTTLE_CLASSES.get(handler)
+
     async def guarded(request: web.Request) -> web.StreamResponse:
         request.app[AUTHORIZER].authorize(request.headers.get("Authorization"), rights)
+        limits = request.app[THROTTLE]
+        if limits is not None and operation is not None:  # after auth: refused callers spend nothing
+            cost = throttle.method_meters(request.content_length or 0) if operation == throttle.METHODS else 1
+            limits.take(operation, cost)
         return await handler(request)
 
     guarded.__name__ = handler.__name__
@@ -77,6 +98,10 @@ async def iothub_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if exc.status < 400:
             raise
         return error_response(from_http_exception(exc))
+    except Throttled as error:
+        response = error_response(error)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
     except (HubError, JobError) as error:
         return error_response(error)
     except asyncio.CancelledError:
@@ -87,14 +112,15 @@ async def iothub_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 def create_app(hub: Hub, scheduler: JobScheduler | None = None, *,
-               device_front: DeviceFront | None = None) -> web.Application:
+               device_front: DeviceFront | None = None, limits: Throttle | None = None) -> web.Application:
     """The REST application. Without a scheduler the job routes answer 503; without a device front
-    there is no MQTT-over-WebSocket route."""
+    there is no MQTT-over-WebSocket route; with `limits`, IoT Hub's tier throttles apply (429)."""
     app = web.Application(middlewares=[iothub_errors], client_max_size=MAX_BODY_BYTES)
     app[HUB] = hub
     app[SCHEDULER] = scheduler
     app[AUTHORIZER] = ServiceAuthorizer(hub)
     app[QUERY_PAGES] = QueryPages()
+    app[THROTTLE] = limits
     for verb, path, handler, rights in ROUTES:
         app.router.add_route(verb, path, _guarded(handler, rights))
     if device_front is not None:

@@ -10,7 +10,8 @@ this module decides which rights a route needs, as IoT Hub's permission table sa
 - queries: RegistryRead (the device-twin tutorial's policy) or ServiceConnect;
 - direct methods: ServiceConnect only;
 - jobs: ServiceConnect, or RegistryRead/RegistryWrite as the schedule-jobs tutorial's
-  `registryReadWrite` policy uses.
+  `registryReadWrite` policy uses;
+- received telemetry (emulator-only route): ServiceConnect, as IoT Hub's events endpoint.
 
 A device key (sr = host/devices/id, no skn) names no policy and so can call none of these.
 """
@@ -31,6 +32,7 @@ QUERY = ("RegistryRead", "RegistryWrite", "ServiceConnect")
 METHODS = ("ServiceConnect",)
 JOBS_READ = ("ServiceConnect", "RegistryRead", "RegistryWrite")
 JOBS_WRITE = ("ServiceConnect", "RegistryWrite")
+TELEMETRY = ("ServiceConnect",)  # the emulator-only telemetry route, like IoT Hub's events endpoint
 
 _CACHE_SIZE = 256
 

@@ -15,6 +15,8 @@ HUB = web.AppKey("hub", Hub)
 SCHEDULER = web.AppKey("scheduler", object)
 AUTHORIZER = web.AppKey("authorizer", ServiceAuthorizer)
 QUERY_PAGES = web.AppKey("query_pages", QueryPages)
+#: None unless the emulator runs with --throttle.
+THROTTLE = web.AppKey("throttle", object)
 
 
 def hub_of(request: web.Request) -> Hub:

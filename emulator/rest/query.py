@@ -7,8 +7,7 @@ from aiohttp import web
 
 from ..hub.errors import ArgumentInvalid
 from ..hub.jobs import JobScheduler
-from ..hub.query import DEVICE_JOBS, execute, parse_query
-from ..hub.query import QuerySyntaxError
+from ..hub.query import DEVICE_JOBS, QuerySyntaxError, execute, parse_query
 from .bodies import json_ok, read_json_object
 from .context import HUB, QUERY_PAGES, SCHEDULER
 from .errors import QueryInvalid

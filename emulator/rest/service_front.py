@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 import time
 
@@ -24,18 +23,22 @@ from ..hub.jobs import JobScheduler
 from ..mqtt.device_front import DeviceFront
 from .app import create_app
 from .listener import RestServer
+from .throttle import Throttle
 
-log = logging.getLogger("emulator.rest")
+PERSIST_BATCH_SECONDS = 0.5
 
 
 class ServiceFront:
     def __init__(self, hub: Hub, device_front: DeviceFront | None, ssl_context: ssl.SSLContext | None, *,
-                 clock: Clock = time.time):
+                 clock: Clock = time.time, limits: Throttle | None = None):
         self.hub = hub
+        self.limits = limits
         # Jobs survive restarts through the hub's store; one interrupted mid-run ends `failed`.
-        self.scheduler = JobScheduler(HubJobTarget(hub), clock, persist=hub.save_job)
+        # Per-device progress is saved in batches: a snapshot per device change is O(fleet) each.
+        self.scheduler = JobScheduler(HubJobTarget(hub), clock, persist=hub.save_job,
+                                      persist_batch_seconds=PERSIST_BATCH_SECONDS)
         self.scheduler.restore(hub.saved_jobs())
-        self._app = create_app(hub, self.scheduler, device_front=device_front)
+        self._app = create_app(hub, self.scheduler, device_front=device_front, limits=limits)
         self._ssl_context = ssl_context
         self._rest: RestServer | None = None
         self._scheduling: asyncio.Task[None] | None = None
