@@ -71,6 +71,14 @@ def fleet_settings(flags: Mapping[str, str | None], count: int, prefix: str,
     return devices
 
 
+def no_emulator_line(connect_timeout: float) -> str:
+    """Said at once when nothing is configured and no local emulator has written its discovery file,
+    rather than only after --connect-timeout of retries."""
+    return ("No local emulator is running (no discovery file): start one with `iothub-emulator` in "
+            "another terminal, or set IOTHUB_DEVICE_CONNECTION_STRING (or the PROVISIONING_* settings) to "
+            f"use a real IoT hub. Trying for up to {connect_timeout:g} s.")
+
+
 def configure_logging(verbose: bool) -> None:
     """--verbose shows the SDK's own logs on stderr; otherwise they stay quiet (the listener
     reports every connection change and background error itself)."""
@@ -177,6 +185,8 @@ def cli(ctx: click.Context, count: int | None, device_id_prefix: str, reboot_del
         log.info(devices[0].describe() + (f" (and {len(devices) - 1} more devices: "
                                           f"{devices[1].device_id}..{devices[-1].device_id})"
                                           if len(devices) > 1 else ""))
+        if devices[0].is_emulator and not devices[0].emulator_running:
+            log.info(no_emulator_line(connect_timeout))
         code = asyncio.run(_serve(devices, options, deps, log))
     except (SettingsError, DeviceError) as e:
         click.echo(mask_secrets(f"Error: {e}"), err=True)

@@ -19,6 +19,7 @@ from hubsettings.discovery import emulator_home
 
 from .certs import CertificateError
 from .mqtt.server import AddressInUse
+from .rest.throttle import TIERS
 from .server import EmulatorConfig, EmulatorServer, default_host_name, is_loopback
 from .store import StoreError
 
@@ -54,9 +55,13 @@ class StartError(click.ClickException):
               help="Where to write the discovery file the device and service programs read. Default: "
                    "$IOTHUB_EMULATOR_DISCOVERY or <home>/discovery.json.")
 @click.option("--no-discovery", is_flag=True, help="Do not write a discovery file.")
+@click.option("--throttle", type=click.Choice(list(TIERS), case_sensitive=False), default=None,
+              help="Throttle the service API as an IoT hub of this tier (one unit) does: past the limit, "
+                   "429 ThrottlingException with Retry-After. Off by default.")
 def main(address: str, host_name: str | None, mqtt_port: int, rest_port: int, data_dir: Path | None,
          in_memory: bool,
-         log_level: str, show_keys: bool, discovery_file: Path | None, no_discovery: bool) -> None:
+         log_level: str, show_keys: bool, discovery_file: Path | None, no_discovery: bool,
+         throttle: str | None) -> None:
     """Run a local Azure IoT Hub emulator (devices over MQTT/TLS and DPS, services over HTTPS REST) with
     well-known development keys."""
     if in_memory and data_dir:
@@ -65,7 +70,8 @@ def main(address: str, host_name: str | None, mqtt_port: int, rest_port: int, da
                         stream=sys.stderr)
     config = EmulatorConfig(address=address, host_name=host_name or default_host_name(address),
                             mqtt_port=mqtt_port, rest_port=rest_port, data_dir=data_dir, in_memory=in_memory,
-                            discovery_file=discovery_file, write_discovery=not no_discovery)
+                            discovery_file=discovery_file, write_discovery=not no_discovery,
+                            throttle=throttle.upper() if throttle else None)
     try:
         asyncio.run(_serve(EmulatorServer(config), show_keys))
     except KeyboardInterrupt:  # where signal handlers are unavailable (Windows), Ctrl-C lands here
@@ -111,6 +117,8 @@ def describe(server: EmulatorServer, show_keys: bool) -> str:
         f"  CA certificate:          {info.ca_file}",
         f"  Data:                    {'in memory (lost at exit)' if config.in_memory else info.data_dir}",
         f"  Discovery file:          {server.discovery_file or 'not written'}",
+        *([f"  Throttling:              IoT Hub {config.throttle} tier limits (429 with Retry-After)"]
+          if config.throttle else []),
         "",
         "Connection strings" + ("" if show_keys else " (keys masked; --show-keys prints them)") + ":",
         f"  service (iothubowner):  {show(info.service_connection_string)}",

@@ -29,6 +29,7 @@ from .hub import Hub, MethodResult
 from .mqtt.device_front import DeviceFront
 from .mqtt.server import MqttServer
 from .rest import ServiceFront
+from .rest.throttle import Throttle
 from .store import SqliteStore
 
 log = logging.getLogger("emulator")
@@ -73,6 +74,9 @@ class EmulatorConfig:
     write_discovery: bool = True
     telemetry_capacity: int = 1000
     extra_hosts: tuple[str, ...] = field(default_factory=tuple)  # more names for the server certificate
+    # IoT Hub tier (F1, S1, S2, S3, B1..B3) whose service API throttles apply (429); None: no throttling.
+    throttle: str | None = None
+    throttle_clock: Callable[[], float] | None = None  # tests: None uses time.monotonic
 
     @property
     def effective_host_name(self) -> str:
@@ -121,7 +125,8 @@ class EmulatorServer:
             self._mqtt = MqttServer(self.front, ssl_context)
             self.mqtt_port = await self._mqtt.start(config.address, config.mqtt_port)
             if config.rest_port is not None:
-                self.service = ServiceFront(self.hub, self.front, ssl_context)
+                limits = Throttle(config.throttle, config.throttle_clock) if config.throttle else None
+                self.service = ServiceFront(self.hub, self.front, ssl_context, limits=limits)
                 self.rest_port = await self.service.start(config.address, config.rest_port)
         except BaseException:
             await self._release()
@@ -134,6 +139,9 @@ class EmulatorServer:
         if self.rest_port is not None:
             log.info("listening for services (HTTPS REST, MQTT over WebSockets) on %s:%s", config.address,
                      self.rest_port)
+        if self.service is not None and self.service.limits is not None:
+            log.info("throttling the service API with IoT Hub %s tier limits (429 ThrottlingException)",
+                     self.service.limits.tier)
 
     async def _expire_deadlines(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from hubsettings import ServiceSettings, SettingsError, resolve_service_settings
+from hubsettings import ServiceSettings, SettingsError, mask_secrets, resolve_service_settings
 
 from .errors import SettingsProblem
 from .hub import HubClient
@@ -35,6 +35,9 @@ class AppState:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], dt.datetime] = _utc_now
+    # Say on stderr which hub is used (human mode only). The CLI's own state turns it on; tests that
+    # build their own AppState get exact output unless they ask for it.
+    announce_hub: bool = False
     _hub: HubClient | None = field(default=None, repr=False)
 
     def settings(self) -> ServiceSettings:
@@ -46,7 +49,10 @@ class AppState:
 
     def hub(self) -> HubClient:
         if self._hub is None:
-            self._hub = HubClient(self.settings(), sleep=self.sleep)
+            settings = self.settings()
+            if self.announce_hub and not self.json_mode:
+                click.echo(mask_secrets(settings.describe()), err=True)
+            self._hub = HubClient(settings, sleep=self.sleep)
         return self._hub
 
     def output(self) -> Output:
@@ -60,7 +66,7 @@ class AppState:
 def app_state(ctx: click.Context | None = None) -> AppState:
     root = (ctx or click.get_current_context()).find_root()
     if root.obj is None:
-        root.obj = AppState()
+        root.obj = AppState(announce_hub=True)
     return root.obj
 
 

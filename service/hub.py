@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -93,6 +94,49 @@ def to_wire(value: Any) -> Any:
     return value
 
 
+_SELECT_LIST = re.compile(r"^\s*select\s+(?:top\s+\d+\s+)?(?P<list>.*?)\s+from\s", re.IGNORECASE | re.DOTALL)
+_ALIAS = re.compile(r"\s+as\s+(?P<alias>[A-Za-z_$][\w$]*)\s*$", re.IGNORECASE)
+
+
+def select_list_names(sql: str) -> list[str]:
+    """The output names of a query's SELECT list, in order ('SELECT deviceId, properties.reported.x AS y'
+    -> ['deviceId', 'y']); [] for SELECT * or anything not understood."""
+    match = _SELECT_LIST.match(sql)
+    if not match:
+        return []
+    parts, depth, quote, current = [], 0, "", ""
+    for char in match.group("list"):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    parts.append(current)
+    names = []
+    for part in parts:
+        alias = _ALIAS.search(part)
+        names.append(alias.group("alias") if alias else part.strip().split(".")[-1])
+    return [] if names == ["*"] else names
+
+
+def in_select_order(item: Any, names: list[str]) -> Any:
+    """The item's fields in SELECT order. The SDK deserializes every query item into a Twin model,
+    which keeps the fields the model lacks in an unordered set: without this, columns would come out
+    in a different order on every run."""
+    if not isinstance(item, dict) or not names:
+        return item
+    rank = {name.lower(): position for position, name in enumerate(names)}
+    return dict(sorted(item.items(), key=lambda pair: rank.get(pair[0].lower(), len(rank))))
+
+
 class HubClient:
     """Typed operations on one hub. Every SDK call goes through _call for error translation."""
 
@@ -174,6 +218,8 @@ class HubClient:
             if token in seen:  # a hub that hands back the same token would loop forever
                 raise ServiceError("the hub returned the same query continuation token twice")
             seen.add(token)
+        names = select_list_names(sql)
+        items = [in_select_order(item, names) for item in items]
         return items if top is None else items[:top]
 
     # -- jobs --------------------------------------------------------------------------------------------

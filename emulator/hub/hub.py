@@ -37,6 +37,14 @@ class DeviceDisabled(IotHubUnauthorizedAccess):
     """A disabled device may not connect (IoT Hub answers as for bad credentials)."""
 
 
+def _properties_of(twin_body: dict[str, Any]) -> dict[str, Any]:
+    """A twin body's `properties`, which must be an object when given (400, not a crash, otherwise)."""
+    properties = twin_body.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise ArgumentInvalid("The twin's properties must be a JSON object")
+    return properties
+
+
 class Hub:
     def __init__(self, host_name: str = wellknown.HOST_NAME, *, store: Store | None = None,
                  clock: Clock = system_clock, telemetry_capacity: int = DEFAULT_CAPACITY,
@@ -157,7 +165,7 @@ class Hub:
         twin = self._twin(device_id)
         twin.check_if_match(if_match)
         tags = patch.get("tags")
-        desired = (patch.get("properties") or {}).get("desired")
+        desired = _properties_of(patch).get("desired")
         if tags is None and desired is None:
             raise ArgumentInvalid("The twin patch has neither tags nor properties.desired")
         if tags is not None:
@@ -175,7 +183,7 @@ class Hub:
         twin = self._twin(device_id)
         twin.check_if_match(if_match)
         desired_patch = twin.replace(document.get("tags") or {},
-                                     (document.get("properties") or {}).get("desired") or {}, self._clock())
+                                     _properties_of(document).get("desired") or {}, self._clock())
         if desired_patch is not None:
             self._push_desired(device_id, desired_patch)
         self._save_twin(twin)

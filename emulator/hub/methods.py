@@ -83,7 +83,7 @@ def parse_response_payload(body: bytes) -> Any:
     text = body.decode("utf-8", errors="replace")
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to decode: keep the text
         return text
 
 

@@ -13,6 +13,7 @@ import logging
 import urllib.parse
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -97,8 +98,11 @@ def _properties(encoded: str) -> list[tuple[str, str]]:
 
 
 def _json(payload: bytes) -> Any:
-    """Decode a JSON payload; ValueError when it is not JSON."""
-    return json.loads(payload.decode("utf-8")) if payload.strip() else None
+    """Decode a JSON payload; ValueError when it is not JSON (or nests too deep to decode)."""
+    try:
+        return json.loads(payload.decode("utf-8")) if payload.strip() else None
+    except RecursionError:
+        raise ValueError("the JSON nests too deep") from None
 
 
 class DeviceFront:
@@ -166,7 +170,7 @@ class DeviceFront:
         kind = "hub" if isinstance(identity, DeviceIdentity) else "dps"
         session, present = self._session_for((kind, connect.client_id), connect.clean_session)
         self._identities[link] = identity
-        link.connection.accept(session, present)
+        link.connection.accept(session, present, subscription_allowed=_subscription_rule(identity))
         if isinstance(identity, DeviceIdentity):
             self._live[identity.device_id] = link
             log.info("device %s connected from %s", identity.device_id, link.peer)
@@ -350,6 +354,16 @@ class DeviceFront:
         self._identities.pop(link, None)
         link.connection.close()
         link.flush()
+
+
+def _subscription_rule(identity: DeviceIdentity | DpsIdentity) -> Callable[[str], bool]:
+    """Which topic filters a client may subscribe to: the hub's `$iothub/...` topics (they only ever
+    deliver its own traffic) and `devices/{its id}/...`; a DPS client `$dps/...`. Anything that names
+    or wildcards another device's topics (`devices/other/#`, `devices/+/#`, `#`) gets SUBACK 0x80."""
+    if isinstance(identity, DpsIdentity):
+        return lambda topic_filter: topic_filter.startswith("$dps/")
+    own = f"devices/{identity.device_id}/"
+    return lambda topic_filter: topic_filter.startswith("$iothub/") or topic_filter.startswith(own)
 
 
 class _Violation(Exception):

@@ -72,6 +72,7 @@ from .codec import (
     CONNACK_IDENTIFIER_REJECTED,
     CONNACK_UNACCEPTABLE_PROTOCOL,
     DEFAULT_MAX_PACKET_SIZE,
+    SUBACK_FAILURE,
     Connack,
     Connect,
     Disconnect,
@@ -255,7 +256,7 @@ class ServerConnection:
 
     __slots__ = (
         "_now", "_reader", "_state", "_out", "_connect", "_session", "_last_received",
-        "_connect_timeout", "_max_held", "_held_input",
+        "_connect_timeout", "_max_held", "_held_input", "_subscription_allowed",
     )
 
     def __init__(
@@ -276,6 +277,7 @@ class ServerConnection:
         # Bytes a client may pipeline behind CONNECT before we answer it.
         self._max_held = 2 * max_packet_size
         self._held_input = False  # accept() left bytes from behind CONNECT for receive_data() to decode
+        self._subscription_allowed: Callable[[str], bool] | None = None  # None: every filter is granted
 
     # ---------------------------------------------------------------------------------- properties
 
@@ -342,8 +344,10 @@ class ServerConnection:
 
     # --------------------------------------------------------------------- application decisions
 
-    def accept(self, session: SessionState, session_present: bool) -> None:
-        """CONNACK 0, attach ``session`` and resend its in-flight publishes with DUP=1."""
+    def accept(self, session: SessionState, session_present: bool, *,
+               subscription_allowed: Callable[[str], bool] | None = None) -> None:
+        """CONNACK 0, attach ``session`` and resend its in-flight publishes with DUP=1.
+        ``subscription_allowed(filter)``: False answers that filter with SUBACK 0x80 (failure)."""
         if self._state == _CLOSED:
             return
         if self._state != _CONNECT_RECEIVED:
@@ -353,6 +357,7 @@ class ServerConnection:
             session.clear()
             session_present = False
         self._session = session
+        self._subscription_allowed = subscription_allowed
         self._state = _CONNECTED
         self._held_input = self._reader.buffered > 0
         self._send(Connack(bool(session_present), CONNACK_ACCEPTED))
@@ -457,10 +462,14 @@ class ServerConnection:
 
     def _on_subscribe(self, packet: Subscribe, events: list[Event]) -> None:
         assert self._session is not None
-        granted = tuple((topic_filter, min(qos, 1)) for topic_filter, qos in packet.topics)
+        allowed = self._subscription_allowed or (lambda topic_filter: True)
+        codes = tuple(min(qos, 1) if allowed(topic_filter) else SUBACK_FAILURE
+                      for topic_filter, qos in packet.topics)
+        granted = tuple((topic_filter, code) for (topic_filter, _), code in zip(packet.topics, codes)
+                        if code != SUBACK_FAILURE)
         self._session.subscriptions.update(granted)
-        self._send(Suback(packet.packet_id, tuple(qos for _, qos in granted)))
-        events.append(Subscribed(granted))
+        self._send(Suback(packet.packet_id, codes))
+        events.append(Subscribed(granted))  # the filters granted (refused ones are not recorded)
 
     def _on_unsubscribe(self, packet: Unsubscribe, events: list[Event]) -> None:
         assert self._session is not None

@@ -57,12 +57,12 @@ class _Bucket:
 class Throttle:
     """Token buckets per operation class for one tier. Not thread-safe (the emulator's loop only)."""
 
-    def __init__(self, tier: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, tier: str, clock: Callable[[], float] | None = None):
         if tier.upper() not in TIERS:
             raise ValueError(f"unknown IoT Hub tier '{tier}'; use one of {', '.join(TIERS)}")
         self.tier = tier.upper()
-        self._clock = clock
-        now = clock()
+        self._clock = clock or time.monotonic
+        now = self._clock()
         self._buckets = {operation: _Bucket(rate, rate * 60, rate * 60, now)
                          for operation, rate in TIERS[self.tier].items()}
         self.refused: dict[str, int] = {operation: 0 for operation in self._buckets}

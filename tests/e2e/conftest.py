@@ -3,8 +3,8 @@
 Each emulator binds its own loopback address 127.0.0.X (the device SDK always dials port 8883), so it
 never collides with a user's emulator on 127.0.0.1, and writes its discovery file into the test's
 temporary directory, never the user's. Two flavours:
-- `emulator`: an EmulatorServer on a real TLS socket in a background thread, with the in-process API
-  (invoke a method, patch desired properties, read the hub) that the REST front will later replace;
+- `emulator`: an EmulatorServer in a background thread: MQTT/TLS on 8883 and the HTTPS REST front on
+  `server.rest_port` of its own 127.0.0.X, plus the in-process API (invoke a method, read the hub);
 - `emulator_process`: `python -m emulator` in a subprocess, for restarts with the same data dir.
 """
 

@@ -105,12 +105,38 @@ def test_unreachable_emulator_exits_5_and_says_how_to_start_it():
     result = invoke(["--connect-timeout", "10"], factory=FakeFactory(client))
     assert result.exit_code == EXIT_UNREACHABLE
     assert "Using IoT hub localhost as device myDeviceId (local emulator" in result.stdout
+    assert result.stdout.splitlines()[1].startswith(
+        "No local emulator is running (no discovery file): start one with `iothub-emulator`")
     assert "connect attempt 1 failed: refused; retrying in 1 s" in result.stdout
     error_lines = result.stderr.splitlines()
     assert len(error_lines) == 1
     assert error_lines[0].startswith("Error: could not reach IoT hub localhost within 10 s")
     assert "start it with `iothub-emulator` in another terminal" in error_lines[0]
     assert client.connect_calls == 5  # at 0, 1, 3, 7 and the deadline (10 s)
+
+
+def test_no_emulator_line_when_the_hub_is_configured(monkeypatch):
+    client = FakeDeviceClient(connect_errors=[sdk_errors.ConnectionFailedError("refused")] * 5000)
+    result = invoke(["--connection-string", AZURE_CS, "--connect-timeout", "3"], factory=FakeFactory(client))
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert "No local emulator" not in result.output and "iothub-emulator" not in result.output
+
+
+def test_an_azure_connection_string_ignores_a_running_emulator(isolated, monkeypatch):
+    from hubsettings.discovery import EmulatorInfo, write_discovery
+    discovery = isolated / "discovery.json"
+    write_discovery(EmulatorInfo(host_name="localhost", mqtt_address="127.0.0.1", mqtt_port=8883,
+                                 rest_address="127.0.0.1", rest_port=9443, ca_file=str(isolated / "ca.pem"),
+                                 service_connection_string="x"), discovery)
+    monkeypatch.setenv("IOTHUB_EMULATOR_DISCOVERY", str(discovery))
+    client = FakeDeviceClient()
+    factory = FakeFactory(client)
+    result = invoke(["--connection-string", AZURE_CS, "--no-telemetry"], factory=factory,
+                    started=stop_when_started)
+    assert result.exit_code == EXIT_OK, result.output
+    assert result.stdout.splitlines()[0] == (
+        "Using IoT hub myhub.azure-devices.net as device dev1 (from command line)")
+    assert factory.ca_pems == [None]
 
 
 def test_provisioning_not_assigned_exits_6():

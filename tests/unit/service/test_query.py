@@ -70,3 +70,25 @@ def test_query_of_whole_twins_shows_their_useful_parts(run, fake_hub):
                                 "reported"]
     assert '{"rebootState": "running"}' in lines[2] and '{"site": "paris"}' in lines[2]
     assert "$metadata" not in "\n".join(lines)
+
+
+def test_query_fields_come_in_select_order(run, fake_hub):
+    """The SDK's Twin model keeps unknown fields in a set; the CLI restores the SELECT order (with 5
+    fields, an order kept by chance would pass 1 run in 120)."""
+    fake_hub.query_pages = [([{"e": 5, "deviceId": "d1", "c": 3, "a": 1, "b": 2, "d": 4}], None)]
+    sql = "SELECT deviceId, properties.reported.e, tags.d, c, properties.desired.b AS b, a FROM devices"
+    assert list(run.json("query", sql)[0]) == ["deviceId", "e", "d", "c", "b", "a"]
+    header = run("query", sql).stdout.splitlines()[0].split()
+    assert header == ["deviceId", "e", "d", "c", "b", "a"]
+
+
+@pytest.mark.parametrize("sql,names", [
+    ("SELECT * FROM devices", []),
+    ("select top 5 deviceId, COUNT() as n from devices group by deviceId", ["deviceId", "n"]),
+    ("SELECT deviceId, properties.reported.door.locked FROM devices.jobs", ["deviceId", "locked"]),
+    ("SELECT 'a,b' AS text, deviceId FROM devices", ["text", "deviceId"]),
+    ("not a query", []),
+])
+def test_select_list_names(sql, names):
+    from service.hub import select_list_names
+    assert select_list_names(sql) == names

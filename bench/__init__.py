@@ -1,0 +1,1 @@
+"""Benchmarks for issue 7: `python -m bench` (see bench/runner.py)."""

@@ -1,0 +1,113 @@
+"""3. Capacity: device connections held and the emulator's RSS per connected device; sustained
+direct-method throughput with many invocations in flight (raw HTTPS keep-alive callers, aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from typing import Any
+
+from hubsettings import build_token, wellknown
+
+from .context import BenchContext
+from .device_behaviour import device_id
+from .hubs import API_VERSION, HubInfo
+from .processes import cpu_seconds, rss_bytes
+from .report import Figure, Target
+from .stats import summarize
+
+SECTION = "3 capacity"
+MIB = 1024 * 1024
+CONNECTIONS_TARGET = Target(">=", 10000, "connections")
+RSS_TARGET = Target("<=", 1024, "MiB")
+IDLE_SAMPLE_SECONDS = 3.0
+
+
+def idle_cpu_percent(pid: int, seconds: float = IDLE_SAMPLE_SECONDS) -> float | None:
+    """CPU the emulator burns while its devices sit idle (keepalive and token sweeps), in % of a core."""
+    before = cpu_seconds(pid)
+    started = time.monotonic()
+    time.sleep(seconds)
+    after = cpu_seconds(pid)
+    if before is None or after is None:
+        return None
+    return 100.0 * (after - before) / (time.monotonic() - started)
+
+
+def record_connections(ctx: BenchContext, hub: HubInfo, registered_rss: int | None, connected: int,
+                       connect_seconds: float, reference: dict[str, Any]) -> None:
+    held_rss = rss_bytes(hub.pid)
+    ctx.results.add(Figure(SECTION, "device connections held (TLS)", connected, "connections",
+                           target=CONNECTIONS_TARGET if connected >= CONNECTIONS_TARGET.threshold else None))
+    ctx.results.add(Figure(SECTION, f"emulator RSS with {connected:,} devices connected",
+                           held_rss / MIB if held_rss else None, "MiB",
+                           reference=reference["rss_held"] / MIB if reference.get("rss_held") else None,
+                           target=RSS_TARGET if connected >= 10000 else None))
+    per_device = (held_rss - registered_rss) / 1024 / connected if held_rss and registered_rss and connected else None
+    ref_per = reference.get("rss_per_connection")
+    ctx.results.add(Figure(SECTION, "emulator RSS per connected device", per_device, "KiB",
+                           reference=ref_per / 1024 if ref_per else None))
+    ref_seconds = reference.get("connect_seconds")
+    ctx.results.add(Figure(SECTION, f"connect {connected:,} devices (TLS handshake + CONNECT)",
+                           connected / connect_seconds if connect_seconds else None, "conn/s",
+                           reference=connected / ref_seconds if ref_seconds else None))
+    idle = idle_cpu_percent(hub.pid)
+    ctx.results.add(Figure(SECTION, f"emulator CPU while {connected:,} devices sit idle", idle, "% of a core"))
+    ctx.results.details["capacity"] = {"registered_rss_bytes": registered_rss, "held_rss_bytes": held_rss,
+                                       "connected": connected, "connect_seconds": connect_seconds}
+    if registered_rss:
+        ctx.results.note(f"Emulator RSS with {connected:,} devices registered but none connected: "
+                         f"{registered_rss / MIB:.0f} MiB (the per-device figure counts connections only).")
+
+
+async def _sustained(hub: HubInfo, devices: int, concurrency: int, seconds: float) -> dict[str, Any]:
+    import aiohttp  # the emulator's own dependency; imported here to keep `bench --help` light
+
+    context = ssl.create_default_context(cafile=hub.ca_file)
+    host = f"{hub.host_name}:{hub.rest_port}"
+    token = build_token(host, wellknown.POLICIES[wellknown.OWNER_POLICY][0], policy=wellknown.OWNER_POLICY)
+    headers = {"Authorization": token, "Content-Type": "application/json"}
+    body = {"methodName": "lockDoor", "payload": {"minutes": 1}, "responseTimeoutInSeconds": 30,
+            "connectTimeoutInSeconds": 0}
+    samples: list[float] = []
+    errors: list[str] = []
+    connector = aiohttp.TCPConnector(ssl=context, limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        deadline = time.perf_counter() + seconds
+
+        async def worker(index: int) -> None:
+            url = f"https://{hub.address}:{hub.rest_port}/twins/{device_id('dev-', index % devices)}/methods"
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with session.post(url, params={"api-version": API_VERSION}, json=body) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors.append(f"HTTP {response.status}")
+                        return
+                samples.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"calls": len(samples), "seconds": elapsed, "per_second": len(samples) / elapsed,
+            "errors": errors[:3], "latency": summarize(samples).to_json() if samples else None}
+
+
+def run_sustained(ctx: BenchContext, hub: HubInfo, devices: int, reference: dict[str, Any]) -> None:
+    sizes = ctx.sizes
+    ctx.budget.require(sizes.sustained_seconds + 10, f"{SECTION} sustained throughput")
+    ctx.progress(f"  sustained method throughput: {sizes.sustained_concurrency} in flight, "
+                 f"{sizes.sustained_seconds:.0f} s")
+    outcome = asyncio.run(_sustained(hub, devices, sizes.sustained_concurrency, sizes.sustained_seconds))
+    ctx.results.details["sustained"] = outcome
+    ref = reference.get("sustained")
+    ctx.results.add(Figure(SECTION, f"sustained methods, {sizes.sustained_concurrency} in flight",
+                           outcome["per_second"], "calls/s", reference=ref["per_second"] if ref else None))
+    if outcome["latency"]:
+        ctx.results.add(Figure(SECTION, f"  latency p50 at {sizes.sustained_concurrency} in flight",
+                               outcome["latency"]["p50_ms"], "ms",
+                               reference=ref["latency"]["p50_ms"] if ref else None))
+    if outcome["errors"]:
+        ctx.results.note(f"sustained throughput: calls failed ({', '.join(outcome['errors'])})")

@@ -1,0 +1,107 @@
+"""2. Job fan-out: scheduleDeviceMethod (lockDoor) and scheduleUpdateTwin over N connected raw-MQTT
+devices. Time from the job request to `completed` as the service sees it (polling), the job's own
+createdTime -> endTime, and device operations per second. A job still running at the time limit is
+cancelled and reported with its progress."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from emulator.hub.jobs_request import parse_utc
+
+from .context import BenchContext
+from .hubs import HubInfo, RawServiceCaller, fleet_counters
+from .processes import Child
+from .report import Figure, Target
+
+SECTION = "2 jobs"
+METHOD_JOB_TARGET = Target("<=", 10.0, "s")
+
+
+def job_request(job_type: str, devices: int, max_seconds: int) -> dict[str, Any]:
+    """A JobRequest for the first `devices` bench devices (tags.index < N), starting now."""
+    body: dict[str, Any] = {
+        "jobId": f"bench-{job_type}-{devices}-{uuid.uuid4().hex[:8]}", "type": job_type,
+        "queryCondition": f"tags.bench = 'fleet' AND tags.index < {devices}",
+        "startTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "maxExecutionTimeInSeconds": max_seconds}
+    if job_type == "scheduleDeviceMethod":
+        body["cloudToDeviceMethod"] = {"methodName": "lockDoor", "payload": {"minutes": 1},
+                                       "responseTimeoutInSeconds": 30, "connectTimeoutInSeconds": 0}
+    else:
+        body["updateTwin"] = {"properties": {"desired": {"bench": {"run": uuid.uuid4().hex[:8]}}}, "etag": "*"}
+    return body
+
+
+def poll_interval(devices: int) -> float:
+    """GET /jobs/v2/{id} counts every device row: poll big jobs less often so polling stays cheap."""
+    return 0.02 if devices <= 1000 else 0.1
+
+
+def run_job(caller: RawServiceCaller, job_type: str, devices: int, time_limit: float) -> dict[str, Any]:
+    body = job_request(job_type, devices, max_seconds=max(int(time_limit) + 60, 60))
+    started = time.perf_counter()
+    status, job = caller.request("PUT", f"/jobs/v2/{body['jobId']}", body)
+    if status != 200:
+        raise RuntimeError(f"creating the job answered HTTP {status}: {str(job)[:200]}")
+    deadline = started + time_limit
+    while job.get("status") not in ("completed", "failed", "cancelled"):
+        if time.perf_counter() > deadline:
+            _, job = caller.request("POST", f"/jobs/v2/{body['jobId']}/cancel")
+            break
+        time.sleep(poll_interval(devices))
+        _, job = caller.request("GET", f"/jobs/v2/{body['jobId']}")
+    wall = time.perf_counter() - started
+    stats = job.get("deviceJobStatistics") or {}
+    own = None
+    if job.get("endTime") and job.get("createdTime"):
+        own = parse_utc(job["endTime"]) - parse_utc(job["createdTime"])
+    return {"type": job_type, "devices": devices, "status": job.get("status"), "wall_seconds": wall,
+            "job_seconds": own, "succeeded": stats.get("succeededCount", 0), "failed": stats.get("failedCount", 0),
+            "device_count": stats.get("deviceCount", 0), "failure_reason": job.get("failureReason")}
+
+
+def run(ctx: BenchContext, hub: HubInfo, fleets: list[tuple[Child, dict[str, Any]]],
+        reference: dict[str, Any]) -> None:
+    caller = RawServiceCaller(hub, timeout=120)
+    outcomes = []
+    try:
+        for devices in ctx.sizes.fanout_devices:
+            for job_type, label in (("scheduleDeviceMethod", "method job (lockDoor)"),
+                                    ("scheduleUpdateTwin", "twin job (desired)")):
+                ctx.budget.require(20, f"{SECTION} {label} over {devices} devices")
+                limit = ctx.budget.cap(ctx.sizes.job_time_limit_s)
+                ctx.progress(f"  {label} over {devices} devices (limit {limit:.0f} s)")
+                before = fleet_counters(fleets)
+                outcome = run_job(caller, job_type, devices, limit)
+                after = fleet_counters(fleets)
+                outcome["device_side"] = {k: after[k] - before[k] for k in ("methods", "patches")}
+                outcomes.append(outcome)
+                _add_figures(ctx, label, outcome, limit, reference.get("fanout", {}).get(devices))
+    finally:
+        caller.close()
+        ctx.results.details["jobs"] = outcomes
+
+
+def _add_figures(ctx: BenchContext, label: str, outcome: dict[str, Any], limit: float,
+                 reference_seconds: float | None) -> None:
+    devices = outcome["devices"]
+    is_method = outcome["type"] == "scheduleDeviceMethod"
+    done = outcome["status"] == "completed" and outcome["succeeded"] == devices
+    seconds = outcome["wall_seconds"] if done else None
+    reference = reference_seconds if is_method else None
+    ctx.results.add(Figure(SECTION, f"{label}, {devices:,} devices: start -> completed", seconds, "s",
+                           reference=reference, target=METHOD_JOB_TARGET if is_method and devices >= 10000 else None))
+    finished = outcome["succeeded"] + outcome["failed"]
+    ops = outcome["succeeded"] / outcome["wall_seconds"] if outcome["wall_seconds"] > 0 else None
+    ref_ops = devices / reference if reference else None
+    ctx.results.add(Figure(SECTION, f"{label}, {devices:,} devices: device operations/s", ops, "ops/s",
+                           reference=ref_ops))
+    if not done:
+        ctx.results.note(f"{label} over {devices:,} devices: {outcome['status']} after "
+                         f"{outcome['wall_seconds']:.1f} s (limit {limit:.0f} s) with {finished:,} of "
+                         f"{devices:,} devices finished ({outcome['succeeded']:,} succeeded)"
+                         + (f": {outcome['failure_reason']}" if outcome.get("failure_reason") else ""))

@@ -1,0 +1,46 @@
+"""What a lightweight bench device answers, as pure functions of the inbound topic.
+
+Hub mode speaks IoT Hub's topics (a method request gets `$iothub/methods/res/200`). Mosquitto mode is
+the same request/response pattern on plain broker topics: the requester publishes QoS 0 to
+`ref/{device}/req/{rid}`, the device answers QoS 1 on `ref/res/{rid}` (as the SDK answers a method).
+"""
+
+from __future__ import annotations
+
+from .mqtt_client import rid_of
+
+METHOD_REQUEST = "$iothub/methods/POST/"
+DESIRED_PATCH = "$iothub/twin/PATCH/properties/desired/"
+METHOD_ANSWER = b'{"locked":true}'
+REFERENCE_RESPONSES = "ref/res/"
+
+
+def device_id(prefix: str, index: int) -> str:
+    """Bench device ids sort in creation order: dev-00000, dev-00001, ..."""
+    return f"{prefix}{index:05d}"
+
+
+def hub_reply(topic: str) -> tuple[str, bytes] | None:
+    """The method response to publish for a method request topic; None for anything else."""
+    if not topic.startswith(METHOD_REQUEST):
+        return None
+    rid = rid_of(topic)
+    if rid is None:
+        return None
+    return f"$iothub/methods/res/200/?$rid={rid}", METHOD_ANSWER
+
+
+def reference_request_topic(device: str, rid: str) -> str:
+    return f"ref/{device}/req/{rid}"
+
+
+def reference_request_filter(device: str) -> str:
+    return f"ref/{device}/req/+"
+
+
+def reference_reply(topic: str) -> tuple[str, bytes] | None:
+    """The response for a reference request topic `ref/{device}/req/{rid}`; None for anything else."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "ref" or parts[2] != "req" or not parts[3]:
+        return None
+    return f"{REFERENCE_RESPONSES}{parts[3]}", METHOD_ANSWER

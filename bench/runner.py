@@ -1,0 +1,146 @@
+"""`python -m bench`: every benchmark of issue 7 in one bounded run, side by side with mosquitto.
+
+Order: the mosquitto reference (so every figure can carry its ratio), the round trips and the CLI on a
+small emulator, then one emulator with the big fleet connected: capacity, jobs, sustained throughput.
+Each part is bounded in count and time and shares one global budget; a part that fails or runs out of
+budget is reported in the notes and the rest still run. Every process started is stopped on the way out.
+
+Exit codes: 0 all parts ran; 1 a part failed or was skipped (results are still written); 2 bad options;
+130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import bench_capacity, bench_cli, bench_jobs, bench_roundtrip, machine, mosquitto_ref
+from .context import BenchContext, Budget, BudgetExhausted, Sizes
+from .hubs import running_fleets, running_hub
+from .processes import raise_fd_limit, rss_bytes
+from .report import Results, text_table, write_results
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_BUDGET_S = 420.0
+QUICK_BUDGET_S = 150.0
+PARTS = ("mosquitto", "roundtrip", "cli", "fleet")
+EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
+                                     epilog="Exit codes: 0 all parts ran; 1 some part failed or was skipped "
+                                            "(results still written); 2 bad options; 130 interrupted.")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (200 calls, 1,000 devices)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help=f"global time budget in seconds (default {DEFAULT_BUDGET_S:.0f}, quick "
+                             f"{QUICK_BUDGET_S:.0f})")
+    parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if args.budget is not None and args.budget <= 0:
+        parser.error("--budget must be positive")
+    return args
+
+
+def _part(ctx: BenchContext, name: str, failures: list[str], function: Any, *args: Any) -> Any:
+    """Run one part; a failure or an exhausted budget becomes a note, never a traceback."""
+    ctx.progress(f"[{name}] ({ctx.budget.remaining():.0f} s of budget left)")
+    try:
+        return function(ctx, *args)
+    except BudgetExhausted as e:
+        ctx.results.note(str(e))
+        failures.append(name)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported in one line; details in the log directory
+        ctx.results.note(f"{name} failed: {type(e).__name__}: {e}")
+        (ctx.log_dir / f"{name}-traceback.txt").write_text(traceback.format_exc())
+        failures.append(name)
+    return None
+
+
+def _fleet_stage(ctx: BenchContext, reference: dict[str, Any], failures: list[str]) -> None:
+    sizes = ctx.sizes
+    devices = max(sizes.capacity_devices, *sizes.fanout_devices)
+    ctx.budget.require(60, "fleet stage (capacity, jobs, sustained)")
+    ctx.progress(f"  registering {devices:,} devices in a fresh emulator")
+    with running_hub(ctx, "fleet-hub", devices) as hub:
+        time.sleep(1.0)  # let the registration's garbage settle before the baseline RSS
+        registered_rss = rss_bytes(hub.pid)
+        ctx.progress(f"  connecting {devices:,} raw MQTT devices")
+        with running_fleets(ctx, hub, devices, ctx.budget.cap(300)) as fleets:
+            connect_seconds = max(report["seconds"] for _, report in fleets)
+            _part(ctx, "capacity", failures, bench_capacity.record_connections, hub, registered_rss, devices,
+                  connect_seconds, reference)
+            _part(ctx, "jobs", failures, bench_jobs.run, hub, fleets, reference)
+            _part(ctx, "sustained", failures, bench_capacity.run_sustained, hub, devices, reference)
+
+
+def _small_stage(ctx: BenchContext, parts: set[str], reference: dict[str, Any], failures: list[str]) -> None:
+    if "roundtrip" in parts:
+        _part(ctx, "roundtrip", failures, bench_roundtrip.run, reference)
+    if "cli" in parts:
+        def cli(context: BenchContext) -> None:
+            with running_hub(context, "cli-hub", devices=1) as hub, running_fleets(context, hub, 1, 60):
+                bench_cli.run(context, hub, "dev-00000")
+        _part(ctx, "cli", failures, cli)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # no task tracebacks on the way out
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = Sizes.quick() if args.quick else Sizes()
+    budget = Budget(args.budget or (QUICK_BUDGET_S if args.quick else DEFAULT_BUDGET_S))
+    parts = set(args.only or PARTS)
+    # Each fleet process holds half the devices; the emulator and mosquitto hold them all.
+    raise_fd_limit(max(sizes.capacity_devices, *sizes.fanout_devices) * 2 + 1024)
+    results = Results(machine=machine.describe(), mode="quick" if args.quick else "full",
+                      started_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    log_dir = Path(tempfile.mkdtemp(prefix="iothub-bench-"))
+    ctx = BenchContext(results, budget, sizes, log_dir, progress=lambda text: print(text, flush=True))
+    # Ctrl-C and SIGTERM take one way out: KeyboardInterrupt, so the `with` blocks stop every child.
+    # (A handler of our own also keeps asyncio.run() from turning Ctrl-C into a task cancellation that
+    # a benchmark loop could swallow.)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    failures: list[str] = []
+    print(f"bench: {results.mode} run, budget {budget.total_seconds:.0f} s, logs in {log_dir}", flush=True)
+    interrupted = False
+    try:
+        reference: dict[str, Any] = {}
+        if "mosquitto" in parts:
+            reference = _part(ctx, "mosquitto", failures, mosquitto_ref.run) or {}
+        _small_stage(ctx, parts, reference, failures)
+        if "fleet" in parts:
+            _part(ctx, "fleet", failures, _fleet_stage, reference, failures)
+    except KeyboardInterrupt:
+        interrupted = True
+        results.note("interrupted: the figures above are from the parts that finished")
+    results.duration_s = time.monotonic() - started
+    json_path, md_path = write_results(results, args.results_dir)
+    print()
+    print(text_table(results.figures))
+    for note in results.notes:
+        print(f"- {note}")
+    print(f"\nwrote {json_path} and {md_path}")
+    if failures or interrupted:
+        print(f"logs of the processes the bench started: {log_dir}")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_PARTIAL if failures else 0

@@ -1,0 +1,197 @@
+"""What the reliability tests share: a raw MQTT device built on our codec (asyncio, TLS, dense enough
+for a thousand devices in one process), a signed REST caller, and a watch on the emulator's log.
+
+The raw device speaks exactly what the SDK puts on the wire (iothub-wire-facts.md) and nothing else,
+so a test can also send what the SDK never would: another device's topics, garbage, oversized packets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from emulator.mqtt.codec import Connack, Connect, PacketReader, Puback, Publish, Subscribe, encode
+from hubsettings import build_token, wellknown
+
+WAIT = 30.0  # generous bound on a loaded 2-core machine; never reached when things work
+API = "api-version=2021-04-12"
+
+
+def device_token(host: str, device_id: str, key: str, *, ttl: int = 3600, now: float | None = None) -> str:
+    return build_token(f"{host}/devices/{device_id}", key, ttl=ttl, now=now)
+
+
+def service_token(host: str, rest_port: int, policy: str = wellknown.OWNER_POLICY, *, key: str | None = None,
+                  ttl: int = 3600, now: float | None = None) -> str:
+    key = key if key is not None else wellknown.POLICIES[policy][0]
+    return build_token(f"{host}:{rest_port}", key, ttl=ttl, policy=policy, now=now)
+
+
+def device_connect(host: str, device_id: str, password: str, *, client_id: str | None = None,
+                   keepalive: int = 60) -> Connect:
+    return Connect(client_id or device_id, f"{host}/{device_id}/?api-version=2019-10-01", password.encode(),
+                   keepalive=keepalive, clean_session=False)
+
+
+@dataclass
+class RawDevice:
+    """One MQTT/TLS connection. `packets` collects what the hub sends; QoS 1 publishes are PUBACKed."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    packets: list[Any] = field(default_factory=list)
+    closed: bool = False
+    _decoder: PacketReader = field(default_factory=lambda: PacketReader(1024 * 1024))
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    _next_id: int = 0
+    _pump: asyncio.Task | None = None
+
+    @classmethod
+    async def open(cls, address: str, ca_pem: str, server_hostname: str, port: int = wellknown.MQTT_PORT) -> RawDevice:
+        context = ssl.create_default_context(cadata=ca_pem)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, port, ssl=context, server_hostname=server_hostname), WAIT)
+        device = cls(reader, writer)
+        device._pump = asyncio.create_task(device._read_loop())
+        return device
+
+    @classmethod
+    async def connected(cls, emulator: Any, device_id: str, key: str, **connect_options: Any) -> RawDevice:
+        """Open, CONNECT with a token signed by `key`, and wait for CONNACK 0."""
+        device = await cls.open(emulator.address, emulator.ca_pem, emulator.host_name)
+        token = device_token(emulator.host_name, device_id, key)
+        return_code = await device.connect(device_connect(emulator.host_name, device_id, token, **connect_options))
+        assert return_code == 0, f"{device_id}: CONNACK {return_code}"
+        return device
+
+    async def _read_loop(self) -> None:
+        try:
+            while data := await self.reader.read(65536):
+                for packet in self._decoder.feed(data):
+                    if isinstance(packet, Publish) and packet.qos == 1:
+                        self.writer.write(encode(Puback(packet.packet_id)))
+                    self.packets.append(packet)
+                self._arrived.set()
+        except (ConnectionError, ssl.SSLError, OSError):
+            pass
+        finally:
+            self.closed = True
+            self._arrived.set()
+
+    def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def send(self, packet: Any) -> None:
+        self.writer.write(encode(packet))
+
+    def packet_id(self) -> int:
+        self._next_id = self._next_id % 65535 + 1
+        return self._next_id
+
+    async def connect(self, connect: Connect) -> int:
+        self.send(connect)
+        connack = await self.expect(lambda p: isinstance(p, Connack))
+        return connack.return_code if connack else -1
+
+    def publish(self, topic: str, payload: bytes = b"", qos: int = 1) -> None:
+        self.send(Publish(topic, payload, qos, self.packet_id() if qos else None))
+
+    def subscribe(self, *topic_filters: str) -> None:
+        self.send(Subscribe(self.packet_id(), tuple((t, 1) for t in topic_filters)))
+
+    def twin_get(self) -> str:
+        rid = uuid.uuid4().hex
+        self.publish(f"$iothub/twin/GET/?$rid={rid}", b" ")
+        return rid
+
+    def report(self, patch: Any) -> str:
+        rid = uuid.uuid4().hex
+        self.publish(f"$iothub/twin/PATCH/properties/reported/?$rid={rid}", json.dumps(patch).encode())
+        return rid
+
+    async def expect(self, predicate, timeout: float = WAIT) -> Any:
+        """The first packet received (so far or later) matching predicate, removed from `packets`;
+        None when the connection closes first."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for index, packet in enumerate(self.packets):
+                if predicate(packet):
+                    return self.packets.pop(index)
+            if self.closed:
+                return None
+            self._arrived.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError("expected packet did not arrive")
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    async def expect_reply(self, rid: str, timeout: float = WAIT) -> Publish | None:
+        return await self.expect(lambda p: isinstance(p, Publish) and f"$rid={rid}" in p.topic, timeout)
+
+    async def wait_closed(self, timeout: float = WAIT) -> bool:
+        await asyncio.wait_for(self._pump, timeout)
+        return self.closed
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            pass
+        if self._pump:
+            self._pump.cancel()
+
+
+def reply_status(packet: Publish) -> int:
+    """`$iothub/twin/res/{status}/?$rid=..` -> status."""
+    return int(packet.topic.split("/")[3])
+
+
+class Rest:
+    """Signed HTTPS calls to the emulator's REST front, as the SDK makes them (new token per call)."""
+
+    def __init__(self, host: str, address: str, rest_port: int, ca_file: str):
+        self.host, self.address, self.port, self.ca_file = host, address, rest_port, ca_file
+        self.session = requests.Session()
+        self.session.verify = ca_file
+
+    @property
+    def base(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def call(self, verb: str, path: str, *, json_body: Any = None, data: bytes | str | None = None,
+             policy: str = wellknown.OWNER_POLICY, authorization: str | None = None, api: str | None = API,
+             headers: dict[str, str] | None = None, timeout: float = WAIT) -> requests.Response:
+        url = self.base + path + ((("&" if "?" in path else "?") + api) if api else "")
+        all_headers = {"Authorization": authorization if authorization is not None
+                       else service_token(self.host, self.port, policy)}
+        all_headers.update(headers or {})
+        if json_body is not None:
+            data = json.dumps(json_body)
+            all_headers.setdefault("Content-Type", "application/json")
+        return self.session.request(verb, url, data=data, headers=all_headers, timeout=timeout)
+
+
+class LogWatch(logging.Handler):
+    """Collects emulator log records that carry a traceback (exc_info) or are errors."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.problems: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.problems.append(record)
+
+    def describe(self) -> str:
+        return "\n".join(self.format(record) for record in self.problems)

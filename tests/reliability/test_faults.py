@@ -1,0 +1,278 @@
+"""Faults, with real processes: the emulator SIGKILLed and restarted mid-session, devices (the real
+device listener, `python -m device`) killed during a job, a device too slow to answer, a device that
+comes back after its desired properties changed while it was offline.
+
+Each test starts its own emulator process on its own loopback address and data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hubsettings import wellknown
+from service.cli import cli
+from service.context import AppState
+from tests.e2e.conftest import EmulatorProcess, free_loopback_address
+from tests.e2e.support import wait_for
+
+from .conftest import new_key
+from .support import RawDevice, Rest
+
+pytestmark = pytest.mark.heavy
+
+WAIT = 60.0  # generous: SDK reconnects back off, and the machine may be loaded
+
+
+class DeviceProcess:
+    """`python -m device` for one device, its JSON event lines collected from stdout."""
+
+    def __init__(self, emulator: EmulatorProcess, device_id: str, key: str, log_dir: Path):
+        self.device_id = device_id
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log_dir / f"device-{device_id}.log"
+        connection_string = wellknown.device_connection_string(emulator.host_name, device_id, key)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTHUB_", "PROVISIONING_"))}
+        env.update(PYTHONUNBUFFERED="1", IOTHUB_EMULATOR_HOME=str(log_dir / "home"))
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "device", "--connection-string", connection_string,
+                 "--ca-file", str(emulator.data_dir / "certs" / "ca.pem"), "--json-logs", "--no-telemetry",
+                 "--reboot-delay", "0.1", "--connect-timeout", "30"],
+                cwd=log_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def events(self) -> list[str]:
+        messages = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                messages.append(json.loads(line).get("message", ""))
+            except ValueError:
+                messages.append(line)
+        return messages
+
+    def wait_for_event(self, fragment: str, after: int = 0, timeout: float = WAIT) -> int:
+        """Index of the first event after `after` containing `fragment`."""
+        def found():
+            for index, message in enumerate(self.events()[after:], start=after):
+                if fragment in message:
+                    return index + 1
+            assert self.process.poll() is None, f"the device exited:\n{self.log.read_text()}"
+            return None
+        return wait_for(found, timeout=timeout, what=f"{self.device_id}: '{fragment}'") - 1
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def hub(tmp_path):
+    emulator = EmulatorProcess(free_loopback_address(), tmp_path / "data")
+    emulator.data_dir.mkdir()
+    emulator.start()
+    devices: list[DeviceProcess] = []
+    emulator.devices = devices
+    yield emulator
+    for device in devices:
+        device.stop()
+    emulator.stop()
+    log = emulator.log.read_text()
+    assert "Traceback" not in log, log
+
+
+def rest_of(emulator: EmulatorProcess) -> Rest:
+    return Rest(emulator.host_name, emulator.address, wellknown.REST_PORT, str(emulator.data_dir / "certs" / "ca.pem"))
+
+
+def sigkill(emulator: EmulatorProcess) -> None:
+    emulator.process.send_signal(signal.SIGKILL)
+    emulator.process.wait(30)
+
+
+def register(rest: Rest, prefix: str = "fault") -> tuple[str, str]:
+    device_id, key = f"{prefix}-{uuid.uuid4().hex[:8]}", new_key()
+    response = rest.call("PUT", f"/devices/{device_id}", json_body={
+        "deviceId": device_id, "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": new_key()}}})
+    assert response.status_code == 200, response.text
+    return device_id, key
+
+
+def start_device(emulator, rest: Rest, tmp_path: Path, prefix: str = "fault") -> DeviceProcess:
+    device = DeviceProcess(emulator, *register(rest, prefix), tmp_path)
+    emulator.devices.append(device)
+    return device
+
+
+def connection_state(rest: Rest, device_id: str) -> str:
+    return rest.call("GET", f"/twins/{device_id}").json()["connectionState"]
+
+
+def job_request(job_id: str, device_ids: list[str], *, start_in: float = 0, connect_timeout: int = 0) -> dict:
+    start = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=start_in)
+    return {"jobId": job_id, "type": "scheduleDeviceMethod",
+            "cloudToDeviceMethod": {"methodName": "lockDoor", "payload": {}, "responseTimeoutInSeconds": 30,
+                                    "connectTimeoutInSeconds": connect_timeout},
+            "queryCondition": "deviceId IN [" + ", ".join(f"'{d}'" for d in device_ids) + "]",
+            "startTime": start.isoformat().replace("+00:00", "Z"), "maxExecutionTimeInSeconds": 600}
+
+
+def wait_for_job(rest: Rest, job_id: str, statuses=("completed", "failed", "cancelled")) -> dict:
+    return wait_for(lambda: (job := rest.call("GET", f"/jobs/v2/{job_id}").json())["status"] in statuses and job,
+                    timeout=WAIT, what=f"job {job_id} to end")
+
+
+def device_jobs(rest: Rest, job_id: str) -> dict[str, dict]:
+    rows = rest.call("POST", "/devices/query", json_body={"query": f"SELECT * FROM devices.jobs WHERE jobId = '{job_id}'"}).json()
+    return {row["deviceId"]: row for row in rows}
+
+
+def test_sigkill_mid_session_devices_reconnect_and_nothing_is_lost(hub, tmp_path):
+    rest = rest_of(hub)
+    listener = start_device(hub, rest, tmp_path)
+    listener.wait_for_event("ready")
+    rest.call("PATCH", f"/twins/{listener.device_id}", json_body={"tags": {"site": "paris"},
+                                                                  "properties": {"desired": {"brightness": 3}}})
+    seen = listener.wait_for_event("brightness")
+    wait_for(lambda: "brightness" in rest.call("GET", f"/twins/{listener.device_id}").json()["properties"]["reported"],
+             what="the brightness acknowledgement")
+    future_job = f"future-{uuid.uuid4().hex[:6]}"
+    assert rest.call("PUT", f"/jobs/v2/{future_job}", json_body=job_request(future_job, [listener.device_id],
+                                                                             start_in=3600)).status_code == 200
+    done_job = f"done-{uuid.uuid4().hex[:6]}"
+    rest.call("PUT", f"/jobs/v2/{done_job}", json_body=job_request(done_job, [listener.device_id]))
+    assert wait_for_job(rest, done_job)["status"] == "completed"
+    time.sleep(1)  # the scheduler saves per-device progress in batches (0.5 s): let the last one land
+    before_twin = rest.call("GET", f"/twins/{listener.device_id}").json()
+    before_devices = sorted(d["deviceId"] for d in rest.call("GET", "/devices").json())
+    before_jobs = {j["jobId"]: j["status"] for j in rest.call("GET", "/jobs/v2/query").json()["items"]}
+    events_before = len(listener.events())
+
+    sigkill(hub)
+    listener.wait_for_event("connection lost", after=events_before)
+    hub.start()
+    rest = rest_of(hub)
+    listener.wait_for_event("reconnected", after=events_before, timeout=WAIT)
+    wait_for(lambda: connection_state(rest, listener.device_id) == "Connected", what="Connected in the twin")
+
+    after_twin = rest.call("GET", f"/twins/{listener.device_id}").json()
+    for section in ("desired", "reported"):
+        strip = lambda props: {k: v for k, v in props.items() if k != "$metadata"}  # noqa: E731
+        assert strip(after_twin["properties"][section]) == strip(before_twin["properties"][section])
+    assert after_twin["tags"] == {"site": "paris"} and after_twin["version"] == before_twin["version"]
+    assert sorted(d["deviceId"] for d in rest.call("GET", "/devices").json()) == before_devices
+    after_jobs = {j["jobId"]: j["status"] for j in rest.call("GET", "/jobs/v2/query").json()["items"]}
+    assert after_jobs == before_jobs and after_jobs[future_job] == "scheduled" and after_jobs[done_job] == "completed"
+    assert device_jobs(rest, done_job)[listener.device_id]["status"] == "completed"
+    # No spurious desired patch: the listener was told about brightness once, before the kill.
+    response = rest.call("POST", f"/twins/{listener.device_id}/methods",
+                         json_body={"methodName": "lockDoor", "payload": {}, "responseTimeoutInSeconds": 30})
+    assert response.status_code == 200 and response.json()["status"] == 200
+    assert [m for m in listener.events()[seen + 1:] if m.startswith("desired patch")] == []
+
+
+def test_a_job_running_when_the_emulator_dies_ends_failed_with_a_reason(hub):
+    rest = rest_of(hub)
+    offline_id, _ = register(rest)  # never connects: the job waits for it (connect timeout 300 s)
+    job_id = f"running-{uuid.uuid4().hex[:6]}"
+    rest.call("PUT", f"/jobs/v2/{job_id}", json_body=job_request(job_id, [offline_id], connect_timeout=300))
+    wait_for_job(rest, job_id, statuses=("running",))
+    sigkill(hub)
+    hub.start()
+    job = wait_for_job(rest_of(hub), job_id)
+    assert job["status"] == "failed"
+    assert job["failureReason"] and "restart" in job["failureReason"].lower()
+
+
+def test_a_device_killed_during_a_job_fails_device_not_online_and_the_others_succeed(hub, tmp_path):
+    rest = rest_of(hub)
+    listeners = [start_device(hub, rest, tmp_path, "fleet") for _ in range(3)]
+    for listener in listeners:
+        listener.wait_for_event("ready")
+    job_id = f"fleet-{uuid.uuid4().hex[:6]}"
+    ids = [listener.device_id for listener in listeners]
+    assert rest.call("PUT", f"/jobs/v2/{job_id}", json_body=job_request(job_id, ids, start_in=3)).status_code == 200
+    victim = listeners[1]
+    victim.kill()  # SIGKILL: no goodbye; the emulator learns from the closed socket
+    wait_for(lambda: connection_state(rest, victim.device_id) == "Disconnected", what="the victim offline")
+    job = wait_for_job(rest, job_id)
+    statuses = {device_id: row for device_id, row in device_jobs(rest, job_id).items()}
+    assert statuses[victim.device_id]["status"] == "failed"
+    assert "404103" in json.dumps(statuses[victim.device_id]) or "DeviceNotOnline" in json.dumps(statuses[victim.device_id])
+    for survivor in (listeners[0], listeners[2]):
+        assert statuses[survivor.device_id]["status"] == "completed"
+    counts = job["deviceJobStatistics"]
+    assert counts["deviceCount"] == 3 and counts["succeededCount"] == 2 and counts["failedCount"] == 1
+
+
+async def test_a_slow_device_gets_504_at_the_requested_timeout(emulator, monkeypatch, tmp_path):
+    """A device that takes the request and never answers: REST 504101 after responseTimeoutInSeconds,
+    and the service CLI exits 6 with one line. (Uses the module's threaded emulator.)"""
+    device_id, key = emulator.add_device("slow")
+    device = await RawDevice.connected(emulator, device_id, key)
+    for name in ("IOTHUB_CONNECTION_STRING", "IOTHUB_CA_FILE", "IOTHUB_EMULATOR_DISCOVERY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IOTHUB_EMULATOR_HOME", str(tmp_path))
+    try:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        response = await loop.run_in_executor(None, lambda: emulator.rest().call(
+            "POST", f"/twins/{device_id}/methods",
+            json_body={"methodName": "slow", "payload": {}, "responseTimeoutInSeconds": 5}))
+        elapsed = time.monotonic() - started
+        assert response.status_code == 504 and response.json()["ErrorCode"] == 504101
+        assert elapsed >= 4.9  # not before the requested timeout (an upper bound would be a timing assert)
+        state = AppState(connection_string=wellknown.service_connection_string(emulator.host_name, emulator.rest_port),
+                         ca_file=emulator.ca_file)
+        result = await loop.run_in_executor(None, lambda: CliRunner().invoke(
+            cli, ["method", "invoke", device_id, "slow", "--response-timeout", "5"], obj=state))
+        assert result.exit_code == 6, result.output
+        assert "did not answer method 'slow' in time" in result.output and "Traceback" not in result.output
+        requests_seen = [p for p in device.packets if getattr(p, "topic", "").startswith("$iothub/methods/POST/slow/")]
+        assert len(requests_seen) == 2  # each call reached the device exactly once
+    finally:
+        await device.close()
+
+
+def test_a_device_back_after_desired_changes_made_offline_applies_them(hub, tmp_path):
+    rest = rest_of(hub)
+    first = start_device(hub, rest, tmp_path)
+    first.wait_for_event("ready")
+    first.stop()
+    wait_for(lambda: connection_state(rest, first.device_id) == "Disconnected", what="the device offline")
+    for patch in ({"brightness": 5}, {"building": "b42"}, {"brightness": 8, "floor": 3}):
+        assert rest.call("PATCH", f"/twins/{first.device_id}", json_body={"properties": {"desired": patch}}).status_code == 200
+    desired_version = rest.call("GET", f"/twins/{first.device_id}").json()["properties"]["desired"]["$version"]
+
+    again = DeviceProcess(hub, first.device_id, _key_of(rest, first.device_id), tmp_path / "again")
+    hub.devices.append(again)
+
+    def acknowledged():
+        reported = rest.call("GET", f"/twins/{first.device_id}").json()["properties"]["reported"]
+        return all(reported.get(name, {}).get("av") == desired_version for name in ("brightness", "building", "floor")) and reported
+    reported = wait_for(acknowledged, timeout=WAIT, what="the offline changes acknowledged")
+    assert reported["brightness"]["value"] == 8 and reported["building"]["value"] == "b42" and reported["floor"]["value"] == 3
+    assert all(reported[name]["ac"] == 200 for name in ("brightness", "building", "floor"))
+
+
+def _key_of(rest: Rest, device_id: str) -> str:
+    return rest.call("GET", f"/devices/{device_id}").json()["authentication"]["symmetricKey"]["primaryKey"]
