@@ -225,8 +225,11 @@ class DeviceAgent:
         self.say(f"method {name} received" + (f" payload {_short_json(payload)}" if payload not in (None, "") else ""),
                  method=name)
         try:
-            result = methods.handle(methods.MethodCall(name, payload, self.busy()), self._now(),
-                                    self.options.methods)
+            try:
+                result = methods.handle(methods.MethodCall(name, payload, self.busy()), self._now(),
+                                        self.options.methods)
+            except Exception as e:  # noqa: BLE001 - the caller must get an answer, not a 504
+                result = methods.MethodResult(500, {"Response": f"internal error: {describe_error(e)}"})
             # Claim the follow-up before the first await, so a second call sees it as busy.
             report_sent = asyncio.Event()
             for key in result.cancels:

@@ -186,13 +186,18 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise BadPayload(f"lockTime {value!r} is not a duration like 30s, 10m or 2h")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too big for a float
+            raise BadPayload(f"lockTime must be at most {MAX_LOCK.days} days") from None
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
     else:
         raise BadPayload(f"lockTime {value!r} is not a duration like 30s, 10m or 2h")
     if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, infinities
         raise BadPayload(f"lockTime {value!r} is not a duration like 30s, 10m or 2h")
+    if seconds > MAX_LOCK.total_seconds():  # checked before timedelta(), which overflows on huge values
+        raise BadPayload(f"lockTime must be more than 0 and at most {MAX_LOCK.days} days")
     return timedelta(seconds=seconds)
 
 

@@ -101,6 +101,21 @@ async def test_bad_lock_door_payload_is_400_and_reports_nothing():
     await h.agent.stop()
 
 
+async def test_a_handler_that_raises_still_answers_500(monkeypatch):
+    h = Harness()
+    await h.start()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("device.methods.handle", broken)
+    request = h.client.invoke("lockDoor", None)
+    await h.settle()
+    response = h.client.response_to(request)
+    assert response.status == 500 and "boom" in response.payload["Response"]
+    await h.agent.stop()
+
+
 async def test_reboot_does_not_delay_lock_door():
     """The tutorial's reboot handler slept 20 s and blocked everything; here the reboot is a
     follow-up that waits on a gate the test controls, and lockDoor is answered meanwhile."""

@@ -71,6 +71,9 @@ def test_lock_door_with_lock_time_reports_until_and_unlocks_later(payload, secon
     ({"lockTime": True}, "not a duration"),
     ({"lockTime": [1]}, "not a duration"),
     ({"lockTime": float("nan")}, "not a duration"),
+    ({"lockTime": 1e15}, "at most 7 days"),  # would overflow timedelta
+    ({"lockTime": 10 ** 400}, "at most 7 days"),  # too big for a float
+    ({"lockTime": "99999999999d"}, "at most 7 days"),
     ({"lockTme": "10m"}, "unknown field 'lockTme'"),
     ([1, 2], "must be an object"),
     (42, "must be an object"),
