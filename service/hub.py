@@ -197,6 +197,10 @@ class HubClient:
         request = CloudToDeviceMethod(method_name=method_name, payload=payload,
                                       response_timeout_in_seconds=response_timeout,
                                       connect_timeout_in_seconds=connect_timeout)
+        # msrest reads for at most 100 s by default; the hub may legitimately hold the request for the
+        # connect timeout plus the response timeout (up to 600 s), so wait a little longer than that.
+        connection = self.registry.protocol.config.connection
+        connection.timeout = max(connection.timeout or 0, response_timeout + connect_timeout + 15)
         return self._call(lambda: self.registry.invoke_device_method(device_id, request),
                           device_id=device_id, method_name=method_name)
 

@@ -27,12 +27,17 @@ def parse_json_option(text: str | None, option: str, *, want_object: bool = Fals
         except OSError as e:
             raise BadInput(f"{option}: cannot read {path}: {e.strerror or e}") from None
     try:
-        value = json.loads(source)
+        value = json.loads(source, parse_constant=_refuse_constant)
     except ValueError as e:
         raise BadInput(f"{option} is not valid JSON: {e}") from None
     if want_object and not isinstance(value, dict):
         raise BadInput(f"{option} must be a JSON object, like '{{\"key\": \"value\"}}'")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are Python's JSON extensions; the hub rejects them, so refuse them here."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def check_method_payload(payload: Any, option: str = "--payload") -> None:

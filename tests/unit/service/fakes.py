@@ -6,6 +6,8 @@ back to JSON is exercised as with the real SDK. Errors are the real msrest excep
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import copy
 import json
 from collections import defaultdict, deque
@@ -94,6 +96,7 @@ class FakeHub:
         self.method_results: dict[tuple[str, str], dict] = {}
         self.jobs: dict[str, deque[dict]] = {}
         self.job_list: list[dict] = []
+        self.registry_managers: list["FakeRegistryManager"] = []
         self.query_pages: list[tuple[list[dict], str | None]] = []  # (items, continuation token)
         self.settings_seen: list[Any] = []
 
@@ -122,6 +125,9 @@ class FakeHub:
 class FakeRegistryManager:
     def __init__(self, hub: FakeHub):
         self.hub = hub
+        # The msrest configuration the real manager carries (read timeout 100 s by default).
+        self.protocol = SimpleNamespace(config=SimpleNamespace(connection=SimpleNamespace(timeout=100)))
+        hub.registry_managers.append(self)
 
     def get_twin(self, device_id):
         self.hub.record("get_twin", device_id)

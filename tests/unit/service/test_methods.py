@@ -42,6 +42,8 @@ def test_payload_from_file(run, fake_hub, tmp_path):
 
 @pytest.mark.parametrize("payload,message", [
     ("{not json", "Error: --payload is not valid JSON"),
+    ("NaN", "Error: --payload is not valid JSON"),
+    ('{"x": Infinity}', "Error: --payload is not valid JSON"),
     ("@/nonexistent/p.json", "Error: --payload: cannot read /nonexistent/p.json"),
     (json.dumps({"big": "x" * 140_000}), "Error: --payload is larger than IoT Hub's 128 KB limit"),
 ])
@@ -87,3 +89,11 @@ def test_method_errors_map_to_one_line_and_exit_code(run, fake_hub, error, code,
     assert result.stderr.startswith(message)
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_long_method_timeouts_raise_the_http_read_timeout(run, fake_hub):
+    """msrest gives up reading after 100 s; the hub may hold a method call for connect + response timeouts."""
+    fake_hub.method_results[("d1", "m")] = {"status": 200, "payload": None}
+    run("method", "invoke", "d1", "m", "--response-timeout", "200", "--connect-timeout", "100")
+    manager, = fake_hub.registry_managers
+    assert manager.protocol.config.connection.timeout >= 315
