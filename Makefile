@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit test-e2e bench emulator clean
+.PHONY: install demo test test-unit test-e2e bench bench-deps emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required (found %s)" % sys.version.split()[0]'
@@ -28,8 +28,16 @@ test-unit: $(STAMP)
 test-e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e $(PYTEST_ARGS)
 
+## Benchmarks (bounded; results in bench/results/latest.{json,md}); `make bench-deps` installs mosquitto.
 bench: $(STAMP)
 	$(PY) -m bench
+
+## mosquitto, the reference broker `make bench` compares against (the bench skips it with a note if absent).
+bench-deps:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+	  { command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] && apt-get install -y mosquitto || sudo apt-get install -y mosquitto; }; } || \
+	  { command -v brew >/dev/null && brew install mosquitto; } || \
+	  echo "install mosquitto with your package manager"
 
 emulator: $(STAMP)
 	$(PY) -m emulator
