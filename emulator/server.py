@@ -146,9 +146,18 @@ class EmulatorServer:
     async def _expire_deadlines(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            if self.hub and self.front:
-                self.hub.expire_due()
-                self.front.expire_tokens()
+            # Each step on its own: a bug in one must neither kill this task (method deadlines and token
+            # expiries would silently stop) nor skip the other.
+            if self.hub:
+                try:
+                    self.hub.expire_due()
+                except Exception:
+                    log.exception("housekeeping: expiring method calls failed")
+            if self.front:
+                try:
+                    self.front.expire_tokens()
+                except Exception:
+                    log.exception("housekeeping: closing connections with expired tokens failed")
 
     async def stop(self) -> None:
         if self._housekeeping:

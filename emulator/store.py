@@ -26,6 +26,7 @@ SCHEMA_VERSION = 1
 DEVICES = "device"
 TWINS = "twin"
 ENROLLMENTS = "enrollment"
+REGISTRATIONS = "registration"  # DPS registrations: which devices DPS created (and may re-key)
 JOBS = "job"
 
 

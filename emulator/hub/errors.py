@@ -18,11 +18,6 @@ class HubError(Exception):
     def http_status(self) -> int:
         return self.error_code // 1000
 
-    def to_json(self) -> dict[str, str]:
-        """The body IoT Hub sends with an error (the SDKs only look at the status and Message)."""
-        return {"Message": f"ErrorCode:{self.error_name};{self.message}",
-                "ExceptionMessage": f"ErrorCode:{self.error_name};{self.message}"}
-
 
 class ArgumentInvalid(HubError):
     error_code, error_name = 400004, "ArgumentInvalid"

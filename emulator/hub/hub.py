@@ -17,7 +17,7 @@ from hubsettings.sas import SasError, SasToken, parse_token
 from .. import store as store_kinds
 from ..store import SqliteStore, Store
 from .clock import Clock, system_clock
-from .errors import ArgumentInvalid, DeviceNotFound, IotHubUnauthorizedAccess
+from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, IotHubUnauthorizedAccess
 from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodResult, parse_response_payload
 from .provisioning import GroupEnrollment, IndividualEnrollment, Provisioning, RegistrationState
 from .registry import Device, Registry, Status
@@ -31,6 +31,8 @@ class DeviceLink(Protocol):
     def send_desired_patch(self, device_id: str, patch: dict[str, Any]) -> None: ...
     def send_method_request(self, device_id: str, call: MethodCall) -> None: ...
     def disconnect_device(self, device_id: str) -> None: ...
+    def forget_device(self, device_id: str) -> None:
+        """The device was deleted: drop what the link keeps for it (MQTT persistent session, ...)."""
 
 
 class DeviceDisabled(IotHubUnauthorizedAccess):
@@ -90,6 +92,10 @@ class Hub:
             self.twins.setdefault(device.device_id, Twin(device.device_id))
         for record in self._store.load(store_kinds.ENROLLMENTS):
             self.provisioning.add_individual(IndividualEnrollment(**record))
+        for record in self._store.load(store_kinds.REGISTRATIONS):
+            if record.get("device_id") in self.registry:
+                state = RegistrationState(**record)
+                self.registrations[state.registration_id] = state
 
     def _save_device(self, device: Device) -> None:
         self._store.put(store_kinds.DEVICES, device.device_id, device.to_record())
@@ -137,8 +143,14 @@ class Hub:
         self._store.delete(store_kinds.DEVICES, device_id)
         self._store.delete(store_kinds.TWINS, device_id)
         self.methods.fail_device(device_id, DeviceNotFound(f"Device {device_id} was deleted"))
+        # DPS no longer owns the id: a device created later under it by other means is not DPS's to re-key.
+        for registration_id in [r for r, s in self.registrations.items() if s.device_id == device_id]:
+            del self.registrations[registration_id]
+            self._store.delete(store_kinds.REGISTRATIONS, registration_id)
         if device_id in self._online:
             self._disconnect(device_id)
+        if self._link:
+            self._link.forget_device(device_id)  # a device created again with this id starts afresh
 
     def _disconnect(self, device_id: str) -> None:
         if self._link:
@@ -168,10 +180,9 @@ class Hub:
         desired = _properties_of(patch).get("desired")
         if tags is None and desired is None:
             raise ArgumentInvalid("The twin patch has neither tags nor properties.desired")
-        if tags is not None:
-            twin.patch_tags(tags)
-        if desired is not None:
-            self._push_desired(device_id, twin.patch_desired(desired, self._clock()))
+        desired_patch = twin.update(tags, desired, self._clock())  # all or nothing
+        if desired_patch is not None:
+            self._push_desired(device_id, desired_patch)
         self._save_twin(twin)
         return self.get_twin(device_id)
 
@@ -323,7 +334,12 @@ class Hub:
                 future.set_result(finished)
 
         call.add_done_callback(on_done)
-        finished = await future
+        try:
+            finished = await future
+        except asyncio.CancelledError:
+            # The caller gave up (a job's cancel or time limit): the call must not reach the device later.
+            self.methods.cancel(call)
+            raise
         if finished.error is not None:
             raise finished.error
         assert finished.result is not None
@@ -347,21 +363,30 @@ class Hub:
         self._store.put(store_kinds.ENROLLMENTS, enrollment.registration_id, enrollment.to_record())
 
     def register_device(self, id_scope: str, registration_id: str, token: SasToken) -> RegistrationState:
-        """A DPS registration: attest, create (or re-key) the device, assign it to this hub."""
+        """A DPS registration: attest, create (or re-key) the device, assign it to this hub.
+
+        DPS only re-keys a device that this same registration created. A device registered by other
+        means (service API, private keys) is refused with DeviceAlreadyExists (409) unless it already
+        holds the attested key: otherwise anyone with the public group key could take it over."""
         attestation = self.provisioning.attest(id_scope, registration_id, token, self._clock())
         device = self.registry.find(attestation.device_id)
+        previous = self.registrations.get(registration_id)
         if device is None:
             keys = attestation.device_keys
             self.create_device(attestation.device_id, primary_key=keys[0],
                                secondary_key=keys[1] if len(keys) > 1 else None)
         elif not device.has_key(attestation.matched_key):
+            if previous is None or previous.device_id != device.device_id:
+                raise DeviceAlreadyExists(
+                    f"A device with ID '{device.device_id}' is already registered and was not provisioned by "
+                    f"registration '{registration_id}'; DPS will not change its keys")
             # Keep the device's primary key (its existing connection strings keep working) and make the
             # provisioned key valid too.
             self.update_device(device.device_id, secondary_key=attestation.matched_key)
         now = self._clock()
-        previous = self.registrations.get(registration_id)
         state = RegistrationState(registration_id, attestation.device_id, self.host_name,
                                   created=previous.created if previous else now, updated=now,
                                   etag=f"{int(now * 1000):x}")
         self.registrations[registration_id] = state
+        self._store.put(store_kinds.REGISTRATIONS, registration_id, state.to_record())
         return state

@@ -1,26 +1,15 @@
-"""Errors the job scheduler raises, shaped like the hub model's errors (emulator/hub/errors.py):
-an IoT Hub error name and 6-digit code whose first three digits are the HTTP status, so the REST
-front maps both families the same way. Kept separate so the scheduler does not depend on the model.
+"""Errors the job scheduler raises: HubErrors (emulator/hub/errors.py), with an IoT Hub error name
+and 6-digit code whose first three digits are the HTTP status, so every front maps them the same way.
+JobError lets callers single out the scheduler's refusals.
 """
 
 from __future__ import annotations
 
+from .errors import HubError
 
-class JobError(Exception):
-    error_code: int = 500001
-    error_name: str = "ServerError"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    @property
-    def http_status(self) -> int:
-        return self.error_code // 1000
-
-    def to_json(self) -> dict[str, str]:
-        text = f"ErrorCode:{self.error_name};{self.message}"
-        return {"Message": text, "ExceptionMessage": text}
+class JobError(HubError):
+    """A request the job scheduler refuses."""
 
 
 class JobArgumentInvalid(JobError):

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .errors import HubError
 from .jobs_errors import JobArgumentInvalid, JobArgumentNull
 from .query import Condition, QuerySyntaxError, parse_condition
+from .twins import clean_patch
 
 METHOD_JOB = "scheduleDeviceMethod"
 TWIN_JOB = "scheduleUpdateTwin"
@@ -171,4 +173,12 @@ def _twin_patch(twin: Any) -> dict:
         raise JobArgumentInvalid("updateTwin.tags must be a JSON object")
     if not desired and not tags:
         raise JobArgumentInvalid("updateTwin must change tags or properties.desired")
+    # The names every device's twin update would refuse (a.b, $x, spaces, too deep): 400 now, not
+    # a job that fails on every device later.
+    for what, patch in (("updateTwin.tags", tags), ("updateTwin.properties.desired", desired)):
+        if patch:
+            try:
+                clean_patch(patch, what)
+            except HubError as error:
+                raise JobArgumentInvalid(error.message) from None
     return twin

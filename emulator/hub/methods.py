@@ -132,6 +132,13 @@ class MethodCalls:
         call._finish(MethodResult(status, payload), None)
         return True
 
+    def cancel(self, call: MethodCall) -> bool:
+        """Forget a call whose caller gave up (job cancelled, time limit): not sent to the device later,
+        and a late answer is ignored. False when it was no longer in flight."""
+        removed = self._calls.pop((call.device_id, call.rid), None) is not None
+        call._callbacks.clear()
+        return removed
+
     def fail_device(self, device_id: str, error: HubError) -> None:
         """Fail every call for a device (e.g. deleted)."""
         for key in [k for k in self._calls if k[0] == device_id]:

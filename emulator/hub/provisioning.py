@@ -111,3 +111,6 @@ class RegistrationState:
                 "deviceId": self.device_id, "status": "assigned", "substatus": "initialAssignment",
                 "createdDateTimeUtc": iso_timestamp(self.created),
                 "lastUpdatedDateTimeUtc": iso_timestamp(self.updated), "etag": self.etag}
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)

@@ -170,16 +170,22 @@ class Registry:
                secondary_key: str | None = None) -> Device:
         device = self.get(device_id)
         check_if_match(if_match, device.etag, "device")
-        if status is not None and status != device.status:
+        # Validate everything before changing anything: a refused update leaves the device as it was.
+        if status is not None:
             _check_status(status)
+        if primary_key:
+            _check_key(primary_key, "primary")
+        if secondary_key:
+            _check_key(secondary_key, "secondary")
+        if status is not None and status != device.status:
             device.status = status
             device.status_updated_time = iso_timestamp(self._clock())
         if status_reason is not None:
             device.status_reason = status_reason
         if primary_key:
-            device.primary_key = _check_key(primary_key, "primary")
+            device.primary_key = primary_key
         if secondary_key:
-            device.secondary_key = _check_key(secondary_key, "secondary")
+            device.secondary_key = secondary_key
         device.etag_counter += 1
         return device
 

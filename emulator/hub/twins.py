@@ -98,11 +98,17 @@ class TwinSection:
     version: int = 1
     track_version_in_metadata: bool = False  # desired metadata carries $lastUpdatedVersion
 
-    def apply(self, patch: dict[str, Any], now: float, what: str) -> None:
+    def check(self, patch: dict[str, Any], what: str) -> None:
+        """Refuse a patch that would make the section too large; changes nothing."""
         candidate = copy.deepcopy(self.properties)
         _merge(candidate, None, patch, {})
         if _size(candidate) > MAX_SECTION_BYTES:
             raise MessageTooLarge(f"The {what} properties would exceed {MAX_SECTION_BYTES} bytes")
+
+    def apply(self, patch: dict[str, Any], now: float, what: str, *, checked: bool = False) -> None:
+        """Merge a (clean) patch; `checked`: check() already passed for this patch."""
+        if not checked:
+            self.check(patch, what)
         self.version += 1
         stamp: dict[str, Any] = {"$lastUpdated": iso_timestamp(now)}
         if self.track_version_in_metadata:
@@ -141,21 +147,40 @@ class Twin:
     def check_if_match(self, if_match: str | None) -> None:
         check_if_match(if_match, self.etag, "twin")
 
-    def patch_tags(self, patch: dict[str, Any]) -> None:
+    def _merged_tags(self, patch: Any) -> dict[str, Any]:
+        """The tags as a patch would leave them (validated, size-checked); the twin is not changed."""
         patch = clean_patch(patch, "tags")
         candidate = copy.deepcopy(self.tags)
         _merge(candidate, None, patch, {})
         if _size(candidate) > MAX_TAGS_BYTES:
             raise MessageTooLarge(f"The tags would exceed {MAX_TAGS_BYTES} bytes")
-        self.tags = candidate
-        self.version += 1
+        return candidate
+
+    def patch_tags(self, patch: dict[str, Any]) -> None:
+        self.update(patch, None, 0.0)
 
     def patch_desired(self, patch: dict[str, Any], now: float) -> dict[str, Any]:
         """Apply a desired patch; returns what the device must be sent (the patch with $version)."""
-        patch = clean_patch(patch, "desired properties")
-        self.desired.apply(patch, now, "desired")
+        result = self.update(None, patch, now)
+        assert result is not None
+        return result
+
+    def update(self, tags: Any, desired: Any, now: float) -> dict[str, Any] | None:
+        """Merge a tags patch and a desired patch (None: leave that part alone), all or nothing: both
+        are validated before either is applied. Returns the desired patch for the device, if any."""
+        new_tags = self._merged_tags(tags) if tags is not None else None
+        if desired is not None:
+            desired = clean_patch(desired, "desired properties")
+            self.desired.check(desired, "desired")
+        # Everything is valid: from here on nothing can fail.
+        if new_tags is not None:
+            self.tags = new_tags
+            self.version += 1
+        if desired is None:
+            return None
+        self.desired.apply(desired, now, "desired", checked=True)
         self.version += 1
-        return {**copy.deepcopy(patch), "$version": self.desired.version}
+        return {**copy.deepcopy(desired), "$version": self.desired.version}
 
     def patch_reported(self, patch: dict[str, Any], now: float) -> int:
         """Apply a reported patch from the device; returns the new reported $version."""
@@ -166,15 +191,16 @@ class Twin:
 
     def replace(self, tags: dict[str, Any] | None, desired: dict[str, Any] | None,
                 now: float) -> dict[str, Any] | None:
-        """Replace tags and desired (reported stays); returns the desired patch for the device, if any."""
+        """Replace tags and desired (reported stays), all or nothing; returns the desired patch for the
+        device, if any."""
+        tags_patch = desired_patch = None
         if tags is not None:
             tags = clean_patch(tags, "tags")
-            self.patch_tags(diff_patch(self.tags, {k: v for k, v in tags.items() if v is not None}))
-        if desired is None:
-            return None
-        desired = clean_patch(desired, "desired properties")
-        patch = diff_patch(self.desired.properties, {k: v for k, v in desired.items() if v is not None})
-        return self.patch_desired(patch, now)
+            tags_patch = diff_patch(self.tags, {k: v for k, v in tags.items() if v is not None})
+        if desired is not None:
+            desired = clean_patch(desired, "desired properties")
+            desired_patch = diff_patch(self.desired.properties, {k: v for k, v in desired.items() if v is not None})
+        return self.update(tags_patch, desired_patch, now)
 
     def for_device(self) -> dict[str, Any]:
         """The twin GET reply body, exactly as the device SDK expects it (no `properties` wrapper)."""

@@ -355,6 +355,12 @@ class DeviceFront:
         link.connection.close()
         link.flush()
 
+    def forget_device(self, device_id: str) -> None:
+        """The device was deleted: a device created later with the same id gets no persistent session
+        (subscriptions, unacknowledged publishes) and no remembered twin replies of the old one."""
+        self._sessions.pop(("hub", device_id), None)
+        self._replies.pop(device_id, None)
+
 
 def _subscription_rule(identity: DeviceIdentity | DpsIdentity) -> Callable[[str], bool]:
     """Which topic filters a client may subscribe to: the hub's `$iothub/...` topics (they only ever

@@ -15,6 +15,7 @@ from asyncio import sslproto
 from collections.abc import Callable
 
 from .device_front import DeviceFront
+from .link import SessionLink
 from .session import ServerConnection
 
 log = logging.getLogger("emulator.mqtt")
@@ -36,8 +37,10 @@ class AddressInUse(OSError):
     """The address and port the emulator should listen on are taken by something else."""
 
 
-class _ClientProtocol(asyncio.Protocol):
+class _ClientProtocol(SessionLink, asyncio.Protocol):
     """One TLS connection; implements device_front.Link."""
+
+    log = log
 
     def __init__(self, server: MqttServer):
         self._server = server
@@ -51,22 +54,12 @@ class _ClientProtocol(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._server.connections.add(self)
 
+    @property
+    def front(self) -> DeviceFront:  # type: ignore[override]
+        return self._server.front
+
     def data_received(self, data: bytes) -> None:
         self._process(self.connection.receive_data(data))
-
-    def _process(self, events: list) -> None:
-        front = self._server.front
-        while True:
-            front.handle_events(self, events)
-            if not self.connection.accepted_with_pending_input:
-                break
-            events = self.connection.receive_data(b"")  # packets the client sent right behind CONNECT
-
-    def check_keepalive(self) -> None:
-        events = self.connection.check_keepalive()
-        if events:
-            log.info("%s: %s", self.peer, events[0].reason)
-            self._process(events)
 
     def flush(self) -> None:
         if self.transport is None or self.transport.is_closing():

@@ -16,7 +16,6 @@ from aiohttp import web
 from ..hub import Hub
 from ..hub.errors import HubError
 from ..hub.jobs import JobScheduler
-from ..hub.jobs_errors import JobError
 from ..mqtt.device_front import DeviceFront
 from . import auth, devices, jobs, methods, query, telemetry, throttle, twins
 from .auth import ServiceAuthorizer
@@ -102,7 +101,7 @@ async def iothub_errors(request: web.Request, handler: Handler) -> web.StreamRes
         response = error_response(error)
         response.headers["Retry-After"] = str(error.retry_after)
         return response
-    except (HubError, JobError) as error:
+    except HubError as error:  # the hub model's and the job scheduler's (JobError) refusals
         return error_response(error)
     except asyncio.CancelledError:
         raise

@@ -1,7 +1,7 @@
 """Errors as IoT Hub's REST API reports them: one JSON body shape and header for every failure.
 
 The hub model (emulator/hub/errors.py) and the job scheduler (emulator/hub/jobs_errors.py) raise
-errors that carry IoT Hub's 6-digit code and name; this module adds the few that only HTTP has
+HubErrors that carry IoT Hub's 6-digit code and name; this module adds the few that only HTTP has
 (bad api-version, unknown route, unreadable JSON) and turns any of them into a response.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
@@ -17,17 +17,6 @@ from ..hub.errors import HubError
 
 #: IoT Hub names the failure in this response header too (the SDKs only read the status and body).
 ERROR_CODE_HEADER = "iothub-errorcode"
-
-
-class CodedError(Protocol):
-    """What HubError and JobError have in common."""
-
-    error_code: int
-    error_name: str
-    message: str
-
-    @property
-    def http_status(self) -> int: ...
 
 
 class InvalidProtocolVersion(HubError):
@@ -66,7 +55,7 @@ class ServiceUnavailable(HubError):
     error_code, error_name = 503001, "ServiceUnavailable"
 
 
-def error_body(error: CodedError) -> dict[str, Any]:
+def error_body(error: HubError) -> dict[str, Any]:
     """`{"Message": "ErrorCode:<name>;<text>", "ExceptionMessage": "Tracking ID:..", "ErrorCode": <code>}`.
 
     The first two keys are what IoT Hub sends for registry and twin errors; the numeric ErrorCode is
@@ -80,7 +69,7 @@ def error_body(error: CodedError) -> dict[str, Any]:
     }
 
 
-def error_response(error: CodedError) -> web.Response:
+def error_response(error: HubError) -> web.Response:
     return web.json_response(error_body(error), status=error.http_status,
                              headers={ERROR_CODE_HEADER: error.error_name})
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..mqtt.device_front import DeviceFront
+from ..mqtt.link import SessionLink
 from ..mqtt.session import ServerConnection
 
 log = logging.getLogger("emulator.websocket")
@@ -29,33 +30,22 @@ FRONT = web.AppKey("device_front", DeviceFront)
 LINKS = web.AppKey("websocket_links", set)
 
 
-class WebSocketLink:
+class WebSocketLink(SessionLink):
     """One MQTT connection carried by a WebSocket; implements device_front.Link."""
+
+    log = log
 
     def __init__(self, socket: web.WebSocketResponse, front: DeviceFront, peer: str,
                  monotonic: Callable[[], float] = time.monotonic):
         self.connection = ServerConnection(now=monotonic)
         self.peer = peer
         self._socket = socket
-        self._front = front
+        self.front = front
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._closing = False
 
     def receive(self, data: bytes) -> None:
         self._process(self.connection.receive_data(data))
-
-    def _process(self, events: list) -> None:
-        while True:
-            self._front.handle_events(self, events)
-            if not self.connection.accepted_with_pending_input:
-                break
-            events = self.connection.receive_data(b"")  # packets the client sent right behind CONNECT
-
-    def check_keepalive(self) -> None:
-        events = self.connection.check_keepalive()
-        if events:
-            log.info("%s: %s", self.peer, events[0].reason)
-            self._process(events)
 
     def flush(self) -> None:
         """Queue what the session wants sent (the writer task sends it in order); close after it

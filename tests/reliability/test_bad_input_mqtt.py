@@ -1,7 +1,8 @@
 """Bad input on the device port (MQTT over TLS on 8883), through a real TLS socket to the real device
 front: random and truncated bytes before and after CONNECT, IoT Hub topics with garbage in them,
-oversized packets and payloads. The emulator drops or answers the offender, never crashes, never logs
-a traceback (the module's emulator fixture checks its log), and keeps serving everyone else.
+oversized packets and payloads; and garbage over MQTT-over-WebSockets on the REST port. The emulator
+drops or answers the offender, never crashes, never logs a traceback (the module's emulator fixture
+checks its log), and keeps serving everyone else.
 
 The codec and session alone are fuzzed much harder, without sockets, in tests/unit/emulator/mqtt.
 """
@@ -14,6 +15,7 @@ import socket
 import ssl
 import time
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -271,3 +273,41 @@ async def test_json_nested_too_deep_to_decode_is_a_bad_request_not_a_crash(emula
         assert reply_status(await device.expect_reply(rid)) == 200  # still connected
     finally:
         await device.close()
+
+
+async def _websocket(emulator, session):
+    context = ssl.create_default_context(cadata=emulator.ca_pem)
+    return await session.ws_connect(f"wss://{emulator.host_name}:{emulator.rest_port}/$iothub/websocket",
+                                    protocols=("mqtt",), ssl=context, timeout=aiohttp.ClientWSTimeout(ws_close=10))
+
+
+@pytest.mark.parametrize("frames", [
+    [b"\x00" * 64], [b"\xff\xff\xff\xff\xff"], [b"\x10\x14" + b"A" * 20],  # garbage, bad length, a CONNECT of nonsense
+    [b"\x30\xff\xff\xff\x7f"],  # a PUBLISH announcing 256 MB before any CONNECT
+    ["text frames are not MQTT"],
+])
+async def test_garbage_over_mqtt_websockets_closes_only_that_socket(emulator, watcher, frames):
+    async with aiohttp.ClientSession() as session:
+        socket_ = await _websocket(emulator, session)
+        for frame in frames:
+            await (socket_.send_str(frame) if isinstance(frame, str) else socket_.send_bytes(frame))
+        message = await asyncio.wait_for(socket_.receive(), SOCKET_WAIT)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                                aiohttp.WSMsgType.BINARY), message
+        if message.type == aiohttp.WSMsgType.BINARY:  # at most a refusal, then the close
+            assert PacketReader().feed(message.data)[0].return_code != 0
+            message = await asyncio.wait_for(socket_.receive(), SOCKET_WAIT)
+            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await socket_.close()
+    await asyncio.get_running_loop().run_in_executor(None, assert_still_serving, emulator, *watcher)
+
+
+async def test_bad_credentials_over_mqtt_websockets_are_refused(emulator):
+    device_id, key = emulator.add_device()
+    async with aiohttp.ClientSession() as session:
+        socket_ = await _websocket(emulator, session)
+        token = device_token(emulator.host_name, device_id, key, ttl=-1)  # expired
+        await socket_.send_bytes(encode(device_connect(emulator.host_name, device_id, token)))
+        message = await asyncio.wait_for(socket_.receive(), SOCKET_WAIT)
+        assert PacketReader().feed(message.data) == [Connack(False, 5)]
+        await socket_.close()

@@ -8,6 +8,7 @@ class RecordingLink:
         self.desired = []
         self.methods = []
         self.disconnected = []
+        self.forgotten = []
 
     def send_desired_patch(self, device_id, patch):
         self.desired.append((device_id, patch))
@@ -17,3 +18,6 @@ class RecordingLink:
 
     def disconnect_device(self, device_id):
         self.disconnected.append(device_id)
+
+    def forget_device(self, device_id):
+        self.forgotten.append(device_id)

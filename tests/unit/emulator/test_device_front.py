@@ -277,6 +277,48 @@ def test_dps_register_for_another_registration_id_is_refused(front, hub):
     assert "dev-b" not in hub.registry
 
 
+def test_dps_refuses_to_take_over_a_device_it_did_not_create(front, hub):
+    # d1 exists with a private key; the public group key derives a key for "d1" that must not become valid.
+    key = derive_device_key(wellknown.DPS_GROUP_KEY, "d1")
+    link = FakeLink(front)
+    link.send(dps_connect("d1", key))
+    assert link.take() == [Connack(False, 0)]
+    link.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId": "d1"}', 1, 1))
+    [reply] = link.publishes()
+    assert reply.topic == "$dps/registrations/res/409/?$rid=1"
+    body = json.loads(reply.payload)
+    assert body["errorCode"] == 409001 and {"trackingId", "message", "timestampUtc"} <= set(body)
+    assert hub.get_device("d1").primary_key == KEY and not hub.get_device("d1").has_key(key)
+    device = FakeLink(front)
+    device.send(hub_connect("d1", key))
+    assert device.take() == [Connack(False, 5)]
+
+
+def test_deleting_a_device_clears_its_persistent_session_and_twin_replies(front, hub):
+    link = connected(front)
+    link.send(Subscribe(1, (("$iothub/twin/res/#", 1),)))
+    hub.patch_desired("d1", {"old": 1})
+    link.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 2))
+    assert len(link.publishes()) == 2  # desired patch and twin reply, neither acknowledged
+    hub.delete_device("d1")  # the device is online: it is disconnected too
+    assert link.connection.state == "closed"
+    hub.create_device("d1", primary_key=KEY)
+    fresh = connected(front)  # clean_session=0: no session of the deleted device to resume
+    assert fresh.take() == []  # nothing of the old device is resent
+    fresh.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))  # a rid the old device used
+    [reply] = fresh.publishes()
+    assert json.loads(reply.payload) == {"desired": {"$version": 1}, "reported": {"$version": 1}}
+
+
+def test_deleting_an_offline_device_clears_its_persistent_session(front, hub):
+    link = connected(front)
+    hub.patch_desired("d1", {"old": 1})
+    link.send(Disconnect())
+    hub.delete_device("d1")
+    hub.create_device("d1", primary_key=KEY)
+    connected(front, session_present=False)
+
+
 def test_connection_is_closed_when_its_token_expires(front, hub, clock):
     link = FakeLink(front)
     link.send(hub_connect(ttl=300))

@@ -3,7 +3,7 @@
 import pytest
 
 from emulator.hub import DeviceDisabled, DeviceNotFound, FakeClock, Hub, IotHubUnauthorizedAccess
-from emulator.hub.errors import ArgumentInvalid
+from emulator.hub.errors import ArgumentInvalid, DeviceAlreadyExists
 from emulator.hub.provisioning import IndividualEnrollment
 from hubsettings import build_token, derive_device_key, parse_token, wellknown
 
@@ -115,8 +115,61 @@ def test_individual_enrollment_wins_and_can_name_another_device(hub):
                             dps_token("reg-1", derive_device_key(wellknown.DPS_GROUP_KEY, "reg-1")))
 
 
-def test_provisioning_an_existing_device_keeps_its_primary_key(hub):
+def test_dps_cannot_rekey_a_device_it_did_not_create(hub):
+    # d1 was created through the registry with private keys: the public group key must not take it over.
     derived = derive_device_key(wellknown.DPS_GROUP_KEY, "d1")
-    hub.register_device(wellknown.DPS_ID_SCOPE, "d1", dps_token("d1", derived))
+    with pytest.raises(DeviceAlreadyExists) as info:
+        hub.register_device(wellknown.DPS_ID_SCOPE, "d1", dps_token("d1", derived))
+    assert (info.value.error_code, info.value.http_status) == (409001, 409)
     device = hub.get_device("d1")
-    assert device.primary_key == KEY and device.secondary_key == derived
+    assert (device.primary_key, device.secondary_key) == (KEY, OTHER_KEY)
+    with pytest.raises(IotHubUnauthorizedAccess):
+        hub.authenticate_device("d1", token("localhost/devices/d1", derived))
+    assert "d1" not in hub.registrations
+
+
+def test_dps_assigns_a_device_that_already_holds_the_attested_key(hub):
+    derived = derive_device_key(wellknown.DPS_GROUP_KEY, "pre-made")
+    hub.create_device("pre-made", primary_key=derived)
+    state = hub.register_device(wellknown.DPS_ID_SCOPE, "pre-made", dps_token("pre-made", derived))
+    assert state.device_id == "pre-made" and hub.get_device("pre-made").primary_key == derived
+
+
+def test_dps_rekeys_only_the_device_its_own_registration_created(hub):
+    hub.add_enrollment(IndividualEnrollment("reg-1", OTHER_KEY, device_id="dev-1"))
+    hub.register_device(wellknown.DPS_ID_SCOPE, "reg-1", dps_token("reg-1", OTHER_KEY))
+    assert hub.get_device("dev-1").primary_key == OTHER_KEY
+    hub.add_enrollment(IndividualEnrollment("reg-1", KEY, device_id="dev-1"))  # the enrollment's key changes
+    hub.register_device(wellknown.DPS_ID_SCOPE, "reg-1", dps_token("reg-1", KEY))
+    device = hub.get_device("dev-1")
+    assert device.primary_key == OTHER_KEY and device.secondary_key == KEY  # primary kept, new key valid
+    # Another registration (the group one for registration id dev-1) did not create dev-1: refused.
+    with pytest.raises(DeviceAlreadyExists):
+        hub.register_device(wellknown.DPS_ID_SCOPE, "dev-1",
+                            dps_token("dev-1", derive_device_key(wellknown.DPS_GROUP_KEY, "dev-1")))
+
+
+def test_a_deleted_dps_device_recreated_by_the_service_is_not_dps_s_any_more(hub):
+    derived = derive_device_key(wellknown.DPS_GROUP_KEY, "s9")
+    hub.register_device(wellknown.DPS_ID_SCOPE, "s9", dps_token("s9", derived))
+    hub.delete_device("s9")
+    hub.create_device("s9", primary_key=KEY, secondary_key=OTHER_KEY)
+    with pytest.raises(DeviceAlreadyExists):
+        hub.register_device(wellknown.DPS_ID_SCOPE, "s9", dps_token("s9", derived))
+    assert hub.get_device("s9").secondary_key == OTHER_KEY
+
+
+def test_dps_registrations_survive_a_restart(tmp_path, clock):
+    from emulator.store import SqliteStore
+    first = Hub("localhost", store=SqliteStore.in_directory(tmp_path), clock=clock)
+    first.add_enrollment(IndividualEnrollment("reg-1", OTHER_KEY, device_id="dev-1"))
+    first.register_device(wellknown.DPS_ID_SCOPE, "reg-1", dps_token("reg-1", OTHER_KEY))
+    first.close()
+    second = Hub("localhost", store=SqliteStore.in_directory(tmp_path), clock=clock)
+    try:
+        assert second.registrations["reg-1"].device_id == "dev-1"
+        second.add_enrollment(IndividualEnrollment("reg-1", KEY, device_id="dev-1"))
+        second.register_device(wellknown.DPS_ID_SCOPE, "reg-1", dps_token("reg-1", KEY))  # still DPS's device
+        assert second.get_device("dev-1").secondary_key == KEY
+    finally:
+        second.close()

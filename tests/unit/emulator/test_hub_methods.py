@@ -142,3 +142,28 @@ async def test_job_target_adapter_runs_methods_and_twin_updates(hub, link):
     target.update_twin("d1", {"etag": "*", "tags": {"t": 1}, "properties": {"desired": {"x": 1}}})
     assert [d["tags"] for d in target.twin_documents()] == [{"t": 1}]
     assert link.desired[-1] == ("d1", {"x": 1, "$version": 2})
+
+
+async def test_cancelled_invoke_forgets_the_call_so_the_device_never_gets_it(hub, link):
+    # A job's cancel or time limit cancels invoke_method: the call waiting for its device must go too.
+    task = asyncio.ensure_future(hub.invoke_method("d1", "lockDoor", {}, response_timeout=30, connect_timeout=60))
+    while len(hub.methods) == 0:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert len(hub.methods) == 0
+    hub.device_connected("d1")  # the device comes online later
+    assert link.methods == []
+
+
+async def test_cancelled_invoke_of_a_dispatched_call_ignores_the_late_answer(hub, link):
+    hub.device_connected("d1")
+    task = asyncio.ensure_future(hub.invoke_method("d1", "slow", None))
+    while not link.methods:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert len(hub.methods) == 0
+    assert not hub.method_response("d1", link.methods[0][1].rid, 200, b"{}")

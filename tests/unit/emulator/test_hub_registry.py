@@ -5,6 +5,7 @@ import pytest
 from emulator.hub import (ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, FakeClock, Hub,
                           PreconditionFailed)
 from emulator.hub.registry import validate_device_id
+from emulator.rest.errors import error_body
 
 KEY = "8cc0Q0uyQZXpjwRZmcbS7ylk+eo0FLauFovl2gd1Vbc="
 
@@ -51,7 +52,7 @@ def test_duplicate_and_missing_devices(hub):
     with pytest.raises(DeviceNotFound) as missing:
         hub.get_device("nope")
     assert (missing.value.error_code, missing.value.http_status) == (404001, 404)
-    assert "DeviceNotFound" in missing.value.to_json()["Message"]
+    assert "DeviceNotFound" in error_body(missing.value)["Message"]
 
 
 def test_update_changes_etag_and_honours_if_match(hub):
@@ -100,3 +101,16 @@ def test_well_known_credentials_are_registered():
     assert hub.get_device(wellknown.DEVICE_ID).primary_key == wellknown.DEVICE_KEY
     assert set(hub.policies) >= {"iothubowner", "service", "registryReadWrite"}
     assert wellknown.DPS_GROUP_ENROLLMENT in hub.provisioning.groups
+
+
+@pytest.mark.parametrize("fields", [
+    {"primary_key": KEY, "secondary_key": "not base64!"},
+    {"primary_key": "not base64!", "secondary_key": KEY},
+    {"primary_key": KEY, "status": "sleeping"},
+])
+def test_refused_device_update_changes_nothing(hub, fields):
+    device = hub.create_device("d1")
+    before = device.to_json()
+    with pytest.raises(ArgumentInvalid):
+        hub.update_device("d1", status_reason="maintenance", **fields)
+    assert hub.get_device("d1").to_json() == before  # keys, reason and etag as they were

@@ -2,7 +2,7 @@
 
 import pytest
 
-from emulator.hub import ArgumentInvalid, FakeClock, Hub, PreconditionFailed
+from emulator.hub import ArgumentInvalid, FakeClock, Hub, HubError, PreconditionFailed
 from tests.unit.emulator.hub_fakes import RecordingLink
 
 
@@ -124,3 +124,29 @@ def test_disabling_or_deleting_an_online_device_disconnects_it(hub):
     hub.device_connected("d1")
     hub.delete_device("d1")
     assert link.disconnected == ["d1", "d1"]
+
+
+@pytest.mark.parametrize("patch", [
+    {"tags": {"site": "paris"}, "properties": {"desired": {"bad.key": 1}}},  # invalid desired name
+    {"tags": {"site": "paris"}, "properties": {"desired": []}},  # desired not an object
+    {"tags": {"site": "paris"}, "properties": {"desired": {"big": "x" * (33 * 1024)}}},  # desired too large
+    {"tags": {"bad key": 1}, "properties": {"desired": {"ok": 1}}},  # invalid tag name
+])
+def test_refused_twin_patch_changes_nothing(hub, patch):
+    link = RecordingLink()
+    hub.attach_link(link)
+    hub.device_connected("d1")
+    before = hub.get_twin("d1")
+    with pytest.raises(HubError) as info:
+        hub.update_twin("d1", patch)
+    assert info.value.http_status in (400, 413)
+    assert hub.get_twin("d1") == before  # tags, desired, version and etag all as they were
+    assert link.desired == []
+
+
+def test_refused_twin_replace_changes_nothing(hub):
+    hub.update_twin("d1", {"tags": {"site": "lyon"}})
+    before = hub.get_twin("d1")
+    with pytest.raises(ArgumentInvalid):
+        hub.replace_twin("d1", {"tags": {"site": "paris"}, "properties": {"desired": {"a.b": 1}}})
+    assert hub.get_twin("d1") == before

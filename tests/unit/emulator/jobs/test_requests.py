@@ -6,8 +6,10 @@ import time
 
 import pytest
 
+from emulator.hub.errors import HubError
 from emulator.hub.jobs import JobScheduler
 from emulator.hub.jobs_errors import JobAlreadyExists, JobArgumentInvalid, JobArgumentNull, JobNotFound
+from emulator.rest.errors import error_body
 
 from .fakes import FakeClock, FakeTarget, twin
 
@@ -69,6 +71,12 @@ def scheduler() -> JobScheduler:
         (changed(type="scheduleUpdateTwin", updateTwin={"etag": "*"}),
          JobArgumentInvalid, "must change tags or properties.desired"),
         (changed(type="scheduleUpdateTwin", updateTwin={"tags": "x"}), JobArgumentInvalid, "tags must be"),
+        (changed(type="scheduleUpdateTwin", updateTwin={"properties": {"desired": {"a.b": 1}}}),
+         JobArgumentInvalid, "Property name 'a.b' in updateTwin.properties.desired is invalid"),
+        (changed(type="scheduleUpdateTwin", updateTwin={"properties": {"desired": {"ok": {"$x": 1}}}}),
+         JobArgumentInvalid, "Property name '$x'"),
+        (changed(type="scheduleUpdateTwin", updateTwin={"tags": {"has space": 1}}),
+         JobArgumentInvalid, "Property name 'has space' in updateTwin.tags is invalid"),
     ],
 )
 def test_invalid_requests_are_400(scheduler: JobScheduler, body, error, words: str) -> None:
@@ -76,8 +84,15 @@ def test_invalid_requests_are_400(scheduler: JobScheduler, body, error, words: s
         scheduler.create(body)
     assert caught.value.http_status == 400
     assert words in caught.value.message
-    assert caught.value.to_json()["Message"].startswith(f"ErrorCode:{caught.value.error_name};")
+    assert isinstance(caught.value, HubError)  # one hierarchy: the REST front answers it like any hub error
+    assert error_body(caught.value)["Message"].startswith(f"ErrorCode:{caught.value.error_name};")
     assert scheduler.query() == []
+
+
+def test_valid_twin_update_keeps_echoed_version_and_etag(scheduler: JobScheduler) -> None:
+    update = {"etag": "*", "tags": {"site": "paris"}, "properties": {"desired": {"a": 1, "$version": 3}}}
+    job = scheduler.create(changed(type="scheduleUpdateTwin", cloudToDeviceMethod=_DROP, updateTwin=update))
+    assert job["updateTwin"] == update
 
 
 def test_error_codes() -> None:
