@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import queue
-import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +18,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from emulator import loopback
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,27 +130,13 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def ports_free(address: str, ports: Iterable[int]) -> bool:
-    for port in ports:
-        with socket.socket() as probe:
-            try:
-                probe.bind((address, port))
-            except OSError:
-                return False
-    return True
-
-
 def free_loopback_address(ports: Iterable[int], exclude: Iterable[str] = ()) -> str:
-    """A 127.0.0.X (X in 2..250) where every port in `ports` is free: each server gets its own address.
-    Where only 127.0.0.1 exists (macOS without aliases), 127.0.0.1 itself when its ports are free."""
-    wanted, taken = tuple(ports), set(exclude)
-    for last in random.sample(range(2, 251), 60):
-        address = f"127.0.0.{last}"
-        if address not in taken and ports_free(address, wanted):
-            return address
-    if ports_free("127.0.0.1", wanted):
-        return "127.0.0.1"
-    raise ChildFailed(f"no loopback address 127.0.0.X with ports {wanted} free")
+    """A 127.0.0.X where every port in `ports` is free: each server gets its own address."""
+    try:
+        return loopback.free_loopback_address(tuple(ports), exclude=exclude, tries=60,
+                                              fall_back_to_127_0_0_1=True)
+    except loopback.NoFreeLoopbackAddress as e:
+        raise ChildFailed(str(e)) from None
 
 
 def rss_bytes(pid: int) -> int | None:

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubsettings import EmulatorInfo, read_discovery, wellknown
+from emulator import loopback
+from emulator.loopback import EMULATOR_PORTS
+from hubsettings import EmulatorInfo, read_discovery
 
 #: Settings that would point the children somewhere else than the demo's own emulator.
 HUB_SETTINGS = (
@@ -61,27 +63,14 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child between f
 LINUX_DEATH_SIGNAL = die_with_parent if sys.platform.startswith("linux") else None
 
 
-def port_is_free(address: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_loopback_address(ports: Sequence[int] = (wellknown.MQTT_PORT, wellknown.REST_PORT),
-                          rng: random.Random | None = None, tries: int = 40) -> str:
-    """A 127.0.0.X (X random in 2..254) on which all `ports` are free right now, so the demo never
-    meets a user's emulator (127.0.0.1) or another demo."""
-    rng = rng or random.Random()
-    for last in rng.sample(range(2, 255), tries):
-        address = f"127.0.0.{last}"
-        if all(port_is_free(address, port) for port in ports):
-            return address
-    raise ProcessFailed(f"no loopback address 127.0.0.X with ports {', '.join(map(str, ports))} free "
-                        f"(tried {tries})")
+def free_loopback_address(ports: Sequence[int] = EMULATOR_PORTS, rng: random.Random | None = None,
+                          tries: int = 40) -> str:
+    """A 127.0.0.X on which all `ports` are free right now, so the demo never meets a user's emulator
+    (127.0.0.1) or another demo."""
+    try:
+        return loopback.free_loopback_address(ports, tries=tries, rng=rng)
+    except loopback.NoFreeLoopbackAddress as e:
+        raise ProcessFailed(str(e)) from None
 
 
 @dataclass

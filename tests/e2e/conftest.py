@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from emulator import loopback
 from emulator.server import EmulatorConfig, ThreadedEmulator
-from hubsettings import wellknown
 
 START_TIMEOUT = 30.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -36,24 +34,13 @@ def _no_global_ca_overrides(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def _ports_free(address: str, ports: tuple[int, ...]) -> bool:
-    for port in ports:
-        with socket.socket() as probe:
-            try:
-                probe.bind((address, port))
-            except OSError:
-                return False
-    return True
-
-
 def free_loopback_address() -> str:
-    """A 127.0.0.X whose MQTT (8883) and REST (9443) ports are free right now. Where only 127.0.0.1
-    exists (macOS without aliases), 127.0.0.1 itself when no emulator of the user's listens there."""
-    for last in [*random.sample(range(2, 251), 30), 1]:
-        address = f"127.0.0.{last}"
-        if _ports_free(address, (wellknown.MQTT_PORT, wellknown.REST_PORT)):
-            return address
-    pytest.skip("no 127.0.0.X with free ports 8883 and 9443 found")
+    """A 127.0.0.X whose MQTT (8883) and REST (9443) ports are free right now (127.0.0.1 as a last resort,
+    where it is the only loopback address, e.g. macOS without aliases)."""
+    try:
+        return loopback.free_loopback_address(tries=30, fall_back_to_127_0_0_1=True)
+    except loopback.NoFreeLoopbackAddress as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")

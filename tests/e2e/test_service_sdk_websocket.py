@@ -3,8 +3,6 @@ with a port-less HostName, both against an emulator whose REST front listens on 
 
 from __future__ import annotations
 
-import random
-import socket
 import threading
 
 import pytest
@@ -12,6 +10,7 @@ from azure.iot.device import IoTHubDeviceClient, MethodResponse
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 
+from emulator import loopback
 from emulator.server import EmulatorConfig, ThreadedEmulator
 from hubsettings import wellknown
 from tests.e2e.support import unique_device_id, wait_for
@@ -22,18 +21,12 @@ WAIT = 30.0
 
 
 def _free_address_for_443_and_8883() -> str:
-    for last in random.sample(range(2, 251), 30):
-        address = f"127.0.0.{last}"
-        try:
-            for port in (8883, 443):
-                with socket.socket() as probe:
-                    probe.bind((address, port))
-            return address
-        except PermissionError:
-            pytest.skip("binding port 443 is not permitted here (needs root or CAP_NET_BIND_SERVICE)")
-        except OSError:
-            continue
-    pytest.skip("no 127.0.0.X with ports 443 and 8883 free")
+    try:
+        return loopback.free_loopback_address((8883, 443), tries=30)
+    except PermissionError:
+        pytest.skip("binding port 443 is not permitted here (needs root or CAP_NET_BIND_SERVICE)")
+    except loopback.NoFreeLoopbackAddress as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
