@@ -1,10 +1,13 @@
 """MQTT 3.1.1 for the emulator: a codec (bytes <-> packets) and a sans-I/O server session.
 
-See docs/emulator-internals.md ("MQTT codec", "MQTT session") and the docstrings of codec.py and
-session.py for the few places where this goes beyond that contract.
+See docs/emulator-internals.md ("MQTT codec", "MQTT session") and the docstrings of codec.py (the
+codec's facade over packets.py, encoder.py and decoder.py), session.py and session_state.py for the
+few places where this goes beyond that contract.
 """
 
-from .codec import (
+from .decoder import PacketReader
+from .encoder import encode, encode_parts
+from .packets import (
     CONNACK_ACCEPTED,
     CONNACK_BAD_CREDENTIALS,
     CONNACK_IDENTIFIER_REJECTED,
@@ -17,7 +20,6 @@ from .codec import (
     Connect,
     Disconnect,
     Packet,
-    PacketReader,
     Pingreq,
     Pingresp,
     ProtocolError,
@@ -31,8 +33,6 @@ from .codec import (
     Unsuback,
     Unsubscribe,
     Will,
-    encode,
-    encode_parts,
 )
 from .session import (
     ConnectionLost,
@@ -41,10 +41,10 @@ from .session import (
     Event,
     MessageReceived,
     ServerConnection,
-    SessionState,
     Subscribed,
     Unsubscribed,
 )
+from .session_state import SessionState
 
 __all__ = [
     "CONNACK_ACCEPTED", "CONNACK_BAD_CREDENTIALS", "CONNACK_IDENTIFIER_REJECTED", "CONNACK_NOT_AUTHORIZED",

@@ -48,9 +48,8 @@ Deviations from and additions to docs/emulator-internals.md:
   ``session`` (the attached SessionState) are readable.
 - ``accept()`` on a clean_session=1 connection clears the SessionState it is given and sends
   session_present=0, as [MQTT-3.1.2-6] and [MQTT-3.2.2-1] require.
-- ``SessionState`` exposes ``inflight`` (packet id -> Publish), ``clear()``, ``allocate_packet_id()``,
-  ``note_inbound()`` and ``DUPLICATE_WINDOW``; the contract names only ``client_id`` and
-  ``subscriptions``.
+- ``SessionState`` lives in session_state.py (re-exported here, where the contract puts it) and
+  exposes more than the contract names: see that module.
 - ``Subscribed.topics`` carries the *granted* QoS, the same values recorded in
   ``SessionState.subscriptions``.
 - ``accept()``/``refuse()``/``close()`` after the connection closed are no-ops (the transport can
@@ -67,7 +66,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Literal, Union
 
-from .codec import (
+from .decoder import PacketReader
+from .encoder import encode_parts
+from .packets import (
     CONNACK_ACCEPTED,
     CONNACK_IDENTIFIER_REJECTED,
     CONNACK_UNACCEPTABLE_PROTOCOL,
@@ -77,7 +78,6 @@ from .codec import (
     Connect,
     Disconnect,
     Packet,
-    PacketReader,
     Pingreq,
     Pingresp,
     ProtocolError,
@@ -90,8 +90,8 @@ from .codec import (
     Subscribe,
     Unsuback,
     Unsubscribe,
-    encode_parts,
 )
+from .session_state import SessionState
 
 __all__ = [
     "SessionState",
@@ -106,8 +106,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_MAX_PACKET_ID = 0xFFFF
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,63 +149,6 @@ class ConnectionLost:
 
 
 Event = Union[ConnectRequested, MessageReceived, Subscribed, Unsubscribed, Delivered, ConnectionLost]
-
-
-# --------------------------------------------------------------------------------------------------
-# Per-client state that outlives a connection
-
-
-class SessionState:
-    """What a persistent (clean_session=0) session remembers between connections of one client id."""
-
-    # Inbound QoS 1 packet ids remembered for DUP detection. A client resends only what it had in
-    # flight when the connection broke (paho: 20 at most by default), so this is generous while
-    # keeping 10,000 idle sessions small.
-    DUPLICATE_WINDOW = 128
-
-    __slots__ = ("client_id", "subscriptions", "inflight", "_next_packet_id", "_recent_inbound")
-
-    def __init__(self, client_id: str) -> None:
-        self.client_id = client_id
-        # On record only: delivery does NOT depend on it (see the wire facts).
-        self.subscriptions: dict[str, int] = {}
-        # Outbound QoS 1 publishes not yet PUBACKed, by packet id, in the order they were sent.
-        self.inflight: dict[int, Publish] = {}
-        self._next_packet_id = 1
-        self._recent_inbound: dict[int, None] = {}
-
-    def clear(self) -> None:
-        """Forget everything, as a clean_session=1 CONNECT requires."""
-        self.subscriptions.clear()
-        self.inflight.clear()
-        self._recent_inbound.clear()
-        self._next_packet_id = 1
-
-    def allocate_packet_id(self) -> int:
-        """The next free outbound packet id (1..65535, wrapping, skipping ids still in flight)."""
-        if len(self.inflight) >= _MAX_PACKET_ID:
-            raise RuntimeError(f"{self.client_id!r} has 65535 unacknowledged publishes: no packet id left")
-        packet_id = self._next_packet_id
-        while packet_id in self.inflight:
-            packet_id = packet_id % _MAX_PACKET_ID + 1
-        self._next_packet_id = packet_id % _MAX_PACKET_ID + 1
-        return packet_id
-
-    def note_inbound(self, packet_id: int, dup: bool) -> bool:
-        """Record an inbound QoS 1 packet id; True if it is a DUP resend of one already received."""
-        recent = self._recent_inbound
-        if packet_id in recent:
-            if dup:
-                return True
-            del recent[packet_id]  # the client reused the id for a new message: move it to the end
-        recent[packet_id] = None
-        if len(recent) > self.DUPLICATE_WINDOW:
-            del recent[next(iter(recent))]
-        return False
-
-    def __repr__(self) -> str:
-        return (f"SessionState({self.client_id!r}, subscriptions={len(self.subscriptions)}, "
-                f"inflight={len(self.inflight)})")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from emulator.mqtt.codec import (
     Unsuback,
     Unsubscribe,
     Will,
-    _remaining_length,
     encode,
     encode_parts,
 )
+from emulator.mqtt.encoder import _remaining_length
 
 # What paho-mqtt 1.6.1 (azure-iot-device's transport) sends: client id myDeviceId, clean_session=0,
 # keepalive 60, username and password. Captured on loopback.
