@@ -27,7 +27,7 @@ from .connecting import Backoff, with_backoff
 from .errors import SettingsProblem
 from .eventlog import EventLog, utc_now
 from .provisioning import provision
-from .sdk import ClientFactory, DeviceClient, HubIdentity, describe_error
+from .sdk import ClientFactory, DeviceClient, HubIdentity, describe_error, refuses_credentials
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -181,7 +181,15 @@ class DeviceAgent:
 
     def _background_error(self, error: BaseException) -> None:
         # Before the first connection the connect attempt lines already say what went wrong.
-        if self._connected is not None and not self._stopping:
+        if self._connected is None or self._stopping:
+            return
+        if refuses_credentials(error):
+            # The SDK stops reconnecting after this: without a word the listener would sit there,
+            # looking alive, forever.
+            self.say(f"the hub refused this device's credentials ({describe_error(error)}): was it deleted, "
+                     "disabled or given new keys? The SDK does not retry this: fix it, then restart "
+                     "(Ctrl-C stops this listener)")
+        else:
             self.say(f"background error: {describe_error(error)}")
 
     def _call_on_loop(self, function: Callable[..., Any], *args: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from azure.iot.device import exceptions as sdk_errors
 from azure.iot.device.aio import IoTHubDeviceClient, ProvisioningDeviceClient
+from azure.iot.device.common import transport_exceptions
 
 from hubsettings import ProvisioningSettings
 
@@ -92,6 +93,20 @@ def _checked_ca(create: Callable[[], T]) -> T:
 def is_credential_error(error: BaseException) -> bool:
     """Wrong key, unknown or disabled device: trying again will not help."""
     return isinstance(error, sdk_errors.CredentialError)
+
+
+def refuses_credentials(error: BaseException) -> bool:
+    """A background error saying the hub refused the device's credentials on a reconnect (CONNACK
+    "not authorised": deleted, disabled or re-keyed). The SDK reports these unconverted, and its
+    reconnect loop gives up on them for good, so the listener must say so."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (transport_exceptions.UnauthorizedError, sdk_errors.CredentialError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def is_transient(error: BaseException) -> bool:

@@ -84,7 +84,7 @@ class ProvisioningSettings:
     from_group_key: bool = False
 
     def describe(self) -> str:
-        how = "group enrollment key" if self.from_group_key else "symmetric key"
+        how = "device key derived from the group key" if self.from_group_key else "symmetric key"
         return (f"DPS {self.host} scope {self.id_scope} registration {self.registration_id} "
                 f"({how} {mask_key(self.symmetric_key)})")
 

@@ -14,10 +14,21 @@ from .commands.queries import query
 from .commands.twins import twin
 from .context import global_options
 from .demo import demo
-from .errors import exit_codes_epilog
+from .errors import Interrupted, exit_codes_epilog
 
 
-@click.group(epilog=exit_codes_epilog(), context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """Ctrl-C ends any command with one line and exit code 130 (click's default: "Aborted!", exit 1,
+    the code this CLI documents for an error answer from the hub)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
+
+
+@click.group(cls=_Cli, epilog=exit_codes_epilog(), context_settings={"help_option_names": ["-h", "--help"]})
 @global_options
 def cli() -> None:
     """Manage the devices of an IoT hub: direct methods, reboots, twins, queries, jobs, identities.

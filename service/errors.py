@@ -29,6 +29,7 @@ class ExitCode(IntEnum):
     TLS = 13  # TLS handshake or certificate failure
     WAIT_TIMEOUT = 14  # reboot / twin wait / job wait gave up
     JOB_FAILED = 15  # the job ended failed or cancelled
+    INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell's convention
 
 
 EXIT_CODE_HELP: dict[ExitCode, str] = {
@@ -48,13 +49,14 @@ EXIT_CODE_HELP: dict[ExitCode, str] = {
     ExitCode.TLS: "TLS failure (untrusted certificate)",
     ExitCode.WAIT_TIMEOUT: "a wait timed out",
     ExitCode.JOB_FAILED: "job ended failed or cancelled",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); a scheduled job keeps running on the hub",
 }
 
 
 def exit_codes_epilog() -> str:
     """The exit-code table for the root --help (\b keeps click from rewrapping it)."""
     lines = ["\b", "Exit codes:"]
-    lines += [f"  {int(code):>2}  {text}" for code, text in EXIT_CODE_HELP.items()]
+    lines += [f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_HELP.items()]
     return "\n".join(lines)
 
 
@@ -123,3 +125,7 @@ class WaitTimeout(ServiceError):
 
 class JobFailed(ServiceError):
     exit_code = ExitCode.JOB_FAILED
+
+
+class Interrupted(ServiceError):
+    exit_code = ExitCode.INTERRUPTED

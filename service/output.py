@@ -138,10 +138,16 @@ def job_counts(job: dict) -> str:
 
 
 # -- renderers for each kind of result ---------------------------------------------------------------
+def last_activity(value: Any) -> Any:
+    """IoT Hub says "never" as 0001-01-01T00:00:00(.000)Z (DateTime.MinValue); text output says never."""
+    return "never" if isinstance(value, str) and value.startswith("0001-01-01") else value
+
+
 def show_twin(out: Output, twin: dict) -> None:
     props = twin.get("properties") or {}
     out.fields([("Device", twin.get("deviceId")), ("Status", twin.get("status")),
-                ("Connection", twin.get("connectionState")), ("Last activity", twin.get("lastActivityTime")),
+                ("Connection", twin.get("connectionState")),
+                ("Last activity", last_activity(twin.get("lastActivityTime"))),
                 ("Etag", twin.get("etag")), ("Version", twin.get("version"))])
     out.block("Tags", twin.get("tags") or {})
     out.block("Desired properties", without_metadata(props.get("desired")))
@@ -154,7 +160,7 @@ def show_device(out: Output, device: dict) -> None:
     keys = auth.get("symmetricKey") or {}
     out.fields([("Device", device.get("deviceId")), ("Status", device.get("status")),
                 ("Connection", device.get("connectionState")),
-                ("Last activity", device.get("lastActivityTime")),
+                ("Last activity", last_activity(device.get("lastActivityTime"))),
                 ("Authentication", auth.get("type")),
                 ("Primary key", keys.get("primaryKey")), ("Secondary key", keys.get("secondaryKey")),
                 ("Etag", device.get("etag"))])
@@ -165,8 +171,8 @@ def show_devices(out: Output, devices: list[dict]) -> None:
         out.line("No devices.")
         return
     out.table(["deviceId", "status", "connectionState", "lastActivityTime"],
-              [[d.get("deviceId"), d.get("status"), d.get("connectionState"), d.get("lastActivityTime")]
-               for d in devices])
+              [[d.get("deviceId"), d.get("status"), d.get("connectionState"),
+                last_activity(d.get("lastActivityTime"))] for d in devices])
 
 
 def show_method_result(out: Output, device_id: str, method: str, result: dict) -> None:

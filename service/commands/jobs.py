@@ -9,7 +9,7 @@ import click
 
 from .. import jobspec
 from ..context import AppState, app_state, global_options
-from ..errors import JobFailed, WaitTimeout
+from ..errors import Interrupted, JobFailed, WaitTimeout
 from ..inputs import check_method_payload, parse_json_option, parse_start_time, quote_query_string
 from ..output import job_counts, show_device_jobs, show_job, show_jobs
 from ..waiting import PollTimedOut, wait_for_job
@@ -125,10 +125,18 @@ def _wait_and_report(state: AppState, job_id: str, timeout: float, poll_interval
         except PollTimedOut as e:
             raise WaitTimeout(f"job {job_id} is still {e.last.get('status')} after {timeout:g} s "
                               f"{job_counts(e.last)}") from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted: job {job_id} keeps running on the hub; follow it with "
+                              f"`iothub-service job wait {job_id}` or stop it with "
+                              f"`iothub-service job cancel {job_id}`") from None
     if out.json_mode:
         out.json(final)
     else:
         show_job(out, final)
+        failed = (final.get("deviceJobStatistics") or {}).get("failedCount") or 0
+        if failed:  # a job "completes" even when devices failed: say where to see why
+            out.note(f"{failed} device{'s' if failed != 1 else ''} failed: "
+                     f"`iothub-service job show {job_id} --devices` shows why")
     status = final.get("status")
     if status != "completed":
         reason = final.get("failureReason") or final.get("statusMessage")

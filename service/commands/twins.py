@@ -88,21 +88,26 @@ def wait(device_id: str, path: str, equals: str | None, changes: bool, timeout: 
         goal = f"equal {equals}"
     elif changes:
         done = lambda value: value != before  # noqa: E731
-        goal = f"change from {before!r}"
+        goal = f"change from {_shown(before)}"
     else:
         done = lambda value: value is not None  # noqa: E731
-        goal = "be reported"
+        goal = "appear"
     with out.spinner(f"Waiting for {device_id} reported {path} to {goal} (up to {timeout:g} s)") as update:
         def on_poll(data: dict, elapsed: float) -> None:
-            update(f"Waiting for {path} to {goal}: now {reported_value(data, path)!r}, {elapsed:.0f} s")
+            update(f"Waiting for {path} to {goal}: now {_shown(reported_value(data, path))}, {elapsed:.0f} s")
         try:
             data = wait_for_reported(hub, state.poller(poll_interval), device_id, path, done, timeout,
                                      on_poll)
         except PollTimedOut as e:
             raise WaitTimeout(f"reported {path} of device '{device_id}' did not {goal} within {timeout:g} s "
-                              f"(last value {reported_value(e.last, path)!r})") from None
+                              f"(last value: {_shown(reported_value(e.last, path))})") from None
     value = reported_value(data, path)
     if out.json_mode:
         out.json({"deviceId": device_id, "path": path, "value": value, "previous": before})
     else:
         out.line(f"{path} = {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}")
+
+
+def _shown(value: object) -> str:
+    """A reported value as the twin's JSON shows it (true, 5, "running"); 'not reported' when absent."""
+    return "not reported" if value is None else json.dumps(value, ensure_ascii=False)

@@ -273,6 +273,21 @@ async def test_background_exceptions_are_logged_once_connected():
     await h.agent.stop()
 
 
+async def test_credentials_refused_on_reconnect_say_the_sdk_gives_up():
+    # Deleting a connected device: the SDK's reconnect gets CONNACK "not authorised", reports it as a
+    # background error and never tries again. It used to read as just another "background error".
+    from azure.iot.device.common import transport_exceptions
+    h = Harness()
+    await h.start()
+    h.client.set_connected(False)
+    h.client.on_background_exception(transport_exceptions.UnauthorizedError("Connection Refused: not authorised."))
+    await asyncio.wait_for(_until(lambda: any("refused this device's credentials" in l for l in h.lines)), WAIT)
+    line = next(l for l in h.lines if "refused this device's credentials" in l)
+    assert "(Connection Refused: not authorised.)" in line and "does not retry" in line
+    assert not any("background error: Connection Refused" in l for l in h.lines)
+    await h.agent.stop()
+
+
 async def test_a_failed_report_is_logged_and_the_method_still_answered():
     class Flaky(FakeDeviceClient):
         async def patch_twin_reported_properties(self, patch):

@@ -45,6 +45,14 @@ def test_device_show(run, registered):
     assert data["deviceId"] == "d1" and DEVICE_KEY not in str(data)
 
 
+def test_never_active_device_says_never_not_year_one(run, registered, fake_hub):
+    # The hub's "never" is 0001-01-01T00:00:00Z (the fake's device_json); JSON keeps the hub's value.
+    assert "Last activity:  never" in run("device", "show", "d1").stdout
+    assert run.json("device", "show", "d1")["lastActivityTime"].startswith("0001-01-01")
+    table = run("device", "list").stdout
+    assert "never" in table and "0001-01-01" not in table
+
+
 def test_device_show_unknown(run, fake_hub):
     result = run("device", "show", "ghost")
     assert result.exit_code == 4 and "device 'ghost' not found" in result.stderr

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from .fakes import http_error, job_json
+from .fakes import http_error, job_json, twin_json
 
 
 def created_request(fake_hub) -> dict:
@@ -111,9 +111,36 @@ def test_job_wait_queued_running_completed(run, fake_hub, clock):
         "job j1: running 1 succeeded, 0 failed, 1 running, 1 pending of 3",
         "job j1: running 2 succeeded, 0 failed, 1 running, 0 pending of 3",
         "job j1: completed 2 succeeded, 1 failed, 0 running, 0 pending of 3",
+        # the job "completed" although a device failed: say where to see why
+        "1 device failed: `iothub-service job show j1 --devices` shows why",
     ]
     assert "completed" in result.stdout
     assert clock.sleeps == [0.25, 0.5, 1.0]
+
+
+def test_job_wait_with_no_failed_devices_adds_no_hint(run, fake_hub):
+    fake_hub.set_job_states("j1", job_json("j1", "completed", (3, 3, 0, 0, 0)))
+    result = run("job", "wait", "j1")
+    assert result.exit_code == 0, result.output
+    assert "failed:" not in result.stderr
+
+
+def test_ctrl_c_while_waiting_for_a_job_says_it_keeps_running(run, fake_hub):
+    fake_hub.set_job_states("j1", job_json("j1", "scheduled", (0, 0, 0, 0, 0)))
+    fake_hub.fail("get_scheduled_job", KeyboardInterrupt())
+    result = run("job", "schedule-method", "--method", "m", "--device", "d1", "--job-id", "j1", "--wait")
+    assert result.exit_code == 130  # was click's "Aborted!" with exit 1 (documented as a hub error)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: interrupted: job j1 keeps running on the hub; follow it with `iothub-service job wait j1` "
+        "or stop it with `iothub-service job cancel j1`")
+
+
+def test_ctrl_c_in_any_command_exits_130_with_one_line(run, fake_hub):
+    fake_hub.set_twins("d1", twin_json("d1"))
+    fake_hub.fail("get_twin", KeyboardInterrupt())
+    result = run("twin", "wait", "d1", "--reported", "rebootState")
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == "Error: interrupted"
 
 
 def test_job_wait_failed_exits_15(run, fake_hub):

@@ -105,8 +105,27 @@ def test_twin_wait_timeout_exit_14(run, fake_hub, clock):
     result = run("twin", "wait", "d1", "--reported", "rebootState", "--equals", "running", "--timeout", "3")
     assert result.exit_code == 14
     assert result.stderr.strip().splitlines()[-1] == (
-        "Error: reported rebootState of device 'd1' did not equal running within 3 s (last value 'rebooting')")
+        "Error: reported rebootState of device 'd1' did not equal running within 3 s (last value: \"rebooting\")")
     assert sum(clock.sleeps) == pytest.approx(3)
+
+
+@pytest.mark.parametrize("args,twin_reported,message", [
+    # No condition: the property never showed up (was "did not be reported ... (last value None)").
+    (("--reported", "fw.version"), {},
+     "did not appear within 2 s (last value: not reported)"),
+    # Values are shown as the twin's JSON, not as Python reprs (True, None, 'x').
+    (("--reported", "door.locked", "--equals", "false"), {"door": {"locked": True}},
+     "did not equal false within 2 s (last value: true)"),
+    (("--reported", "door.locked", "--changes"), {"door": {"locked": True}},
+     "did not change from true within 2 s (last value: true)"),
+])
+def test_twin_wait_timeout_messages_read_as_json(run, fake_hub, args, twin_reported, message):
+    fake_hub.set_twins("d1", twin_json("d1", reported=twin_reported))
+    result = run("twin", "wait", "d1", *args, "--timeout", "2")
+    assert result.exit_code == 14
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: reported ") and last.endswith(message), last
+    assert "None" not in last and "True" not in last
 
 
 def test_twin_wait_equals_and_changes_together_is_usage_error(run, fake_hub):
