@@ -7,6 +7,8 @@ completed by the device's response, or failed by `expire(now)` once a deadline p
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import uuid
 from collections.abc import Callable
@@ -20,6 +22,9 @@ MAX_PAYLOAD_BYTES = 128 * 1024
 RESPONSE_TIMEOUT_RANGE = (5, 300)
 CONNECT_TIMEOUT_RANGE = (0, 300)
 DEFAULT_RESPONSE_TIMEOUT = 30
+#: The deadline heap is rebuilt from the calls in flight once stale entries (answered, cancelled or
+#: dispatched calls) outnumber them by this factor (plus a little slack), so it stays O(calls in flight).
+DEADLINE_HEAP_SLACK = 64
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,13 @@ class MethodCalls:
     def __init__(self, clock: Clock):
         self._clock = clock
         self._calls: dict[tuple[str, str], MethodCall] = {}
+        # (deadline, start order, key): each call's connect deadline, then its response deadline once
+        # dispatched, earliest first. Lazy deletion: an entry is checked against the call in flight when
+        # it comes due, so completing or cancelling a call removes nothing here and expire() only
+        # touches due entries.
+        self._deadlines: list[tuple[float, int, tuple[str, str]]] = []
+        self._order: dict[tuple[str, str], int] = {}  # key -> start order (expire() reports in it)
+        self._started = itertools.count()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -114,11 +126,30 @@ class MethodCalls:
         call = MethodCall(device_id, method_name, payload, str(uuid.uuid4()),
                           connect_deadline=self._clock() + connect_timeout,
                           response_timeout=response_timeout)
-        self._calls[(device_id, call.rid)] = call
+        key = (device_id, call.rid)
+        self._calls[key] = call
+        self._order[key] = next(self._started)
+        if not online:  # an online device gets the call at once (mark_dispatched): no connect deadline
+            self._track_deadline(key, call.connect_deadline)
         return call
 
     def mark_dispatched(self, call: MethodCall) -> None:
         call.response_deadline = self._clock() + call.response_timeout
+        key = (call.device_id, call.rid)
+        if self._calls.get(key) is call:
+            self._track_deadline(key, call.response_deadline)
+
+    def _track_deadline(self, key: tuple[str, str], deadline: float) -> None:
+        heap = self._deadlines
+        heapq.heappush(heap, (deadline, self._order[key], key))
+        if len(heap) > 2 * len(self._calls) + DEADLINE_HEAP_SLACK:  # mostly stale entries: rebuild
+            heap[:] = [(c.response_deadline if c.dispatched else c.connect_deadline, self._order[k], k)
+                       for k, c in self._calls.items()]
+            heapq.heapify(heap)
+
+    def _forget(self, key: tuple[str, str]) -> MethodCall | None:
+        self._order.pop(key, None)
+        return self._calls.pop(key, None)
 
     def waiting_for(self, device_id: str) -> list[MethodCall]:
         """Calls that wait for this device to connect (not yet sent to it)."""
@@ -126,7 +157,7 @@ class MethodCalls:
 
     def complete(self, device_id: str, rid: str, status: int, payload: Any) -> bool:
         """The device answered; False when no such call is in flight (late, duplicate or foreign)."""
-        call = self._calls.pop((device_id, rid), None)
+        call = self._forget((device_id, rid))
         if call is None:
             return False
         call._finish(MethodResult(status, payload), None)
@@ -135,27 +166,37 @@ class MethodCalls:
     def cancel(self, call: MethodCall) -> bool:
         """Forget a call whose caller gave up (job cancelled, time limit): not sent to the device later,
         and a late answer is ignored. False when it was no longer in flight."""
-        removed = self._calls.pop((call.device_id, call.rid), None) is not None
+        removed = self._forget((call.device_id, call.rid)) is not None
         call._callbacks.clear()
         return removed
 
     def fail_device(self, device_id: str, error: HubError) -> None:
         """Fail every call for a device (e.g. deleted)."""
         for key in [k for k in self._calls if k[0] == device_id]:
-            self._calls.pop(key)._finish(None, error)
+            self._forget(key)._finish(None, error)  # type: ignore[union-attr]
 
     def expire(self) -> list[MethodCall]:
         """Fail the calls whose deadline has passed: 404103 if never delivered, 504101 if unanswered."""
         now = self._clock()
+        heap = self._deadlines
+        due: dict[tuple[str, str], int] = {}  # key -> start order, for the calls with an entry due
+        while heap and heap[0][0] <= now:
+            _, order, key = heapq.heappop(heap)
+            due[key] = order
         expired = []
-        for key, call in list(self._calls.items()):
+        # Start order, as a scan of all calls in flight would find them; each checked as that scan would
+        # (an entry is stale when its call finished, or its connect deadline after it was dispatched).
+        for key in sorted(due, key=due.__getitem__):
+            call = self._calls.get(key)
+            if call is None:
+                continue
             if not call.dispatched and now >= call.connect_deadline:
                 error: HubError = DeviceNotOnline(f"Timed out waiting for device {call.device_id} to connect")
             elif call.dispatched and now >= call.response_deadline:  # type: ignore[operator]
                 error = GatewayTimeout(f"Timed out waiting for the response from device {call.device_id}")
             else:
                 continue
-            del self._calls[key]
+            self._forget(key)
             call._finish(None, error)
             expired.append(call)
         return expired

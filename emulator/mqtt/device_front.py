@@ -10,6 +10,7 @@ resubscribes after a reconnect), and never to another device's.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import urllib.parse
@@ -33,6 +34,9 @@ TWIN_GET = "$iothub/twin/GET/"
 TWIN_PATCH_REPORTED = "$iothub/twin/PATCH/properties/reported/"
 METHOD_RESPONSE = "$iothub/methods/res/"
 REMEMBERED_REPLIES = 64  # per device: replies to recent twin requests, re-sent when a request is repeated
+#: The token-expiry heap is rebuilt from the live connections once stale entries (reconnects, closed
+#: connections) outnumber them by this factor (plus a little slack), so it stays O(live devices).
+TOKEN_HEAP_SLACK = 64
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class DeviceFront:
         self._live: dict[str, Link] = {}  # device id -> its one live connection
         self._identities: dict[Link, DeviceIdentity | DpsIdentity] = {}  # who each connection is
         self._replies: dict[str, OrderedDict[str, tuple[str, bytes]]] = {}  # device -> rid -> reply
+        # (token expiry, device id) for every accepted device connection, earliest first. Lazy deletion:
+        # an entry is checked against the device's live connection when it comes due, so a reconnect
+        # (token renewal) or a disconnect needs no removal here; expire_tokens() only touches due entries.
+        self._token_expiries: list[tuple[float, str]] = []
         self.dps = DpsFront(hub)  # DPS registration clients' auth and topics
         hub.attach_link(self)
 
@@ -90,12 +98,26 @@ class DeviceFront:
     def expire_tokens(self) -> None:
         """Close the connections whose SAS token has expired (call periodically)."""
         now = self.hub.now()
-        for device_id, link in list(self._live.items()):
-            identity = self._identities.get(link)
+        heap = self._token_expiries
+        while heap and heap[0][0] <= now:
+            _, device_id = heapq.heappop(heap)
+            # Stale when the device disconnected or reconnected since (its live connection, if any, has
+            # its own entry); the test is the one a full scan would make for this device.
+            link = self._live.get(device_id)
+            identity = self._identities.get(link) if link is not None else None
             if isinstance(identity, DeviceIdentity) and identity.token_expiry <= now:
                 log.info("device %s: its SAS token expired; closing the connection", device_id)
                 self.disconnect_device(device_id)
                 self.hub.device_disconnected(device_id)
+
+    def _track_token_expiry(self, identity: DeviceIdentity) -> None:
+        """Called once the device's connection is live (in `_live` and `_identities`)."""
+        heap = self._token_expiries
+        heapq.heappush(heap, (identity.token_expiry, identity.device_id))
+        if len(heap) > 2 * len(self._live) + TOKEN_HEAP_SLACK:  # mostly stale entries: rebuild
+            heap[:] = [(i.token_expiry, i.device_id) for link in self._live.values()
+                       if isinstance(i := self._identities.get(link), DeviceIdentity)]
+            heapq.heapify(heap)
 
     # ---- CONNECT ---------------------------------------------------------------------------------
     def _on_connect(self, link: Link, event: ConnectRequested) -> None:
@@ -120,6 +142,7 @@ class DeviceFront:
         link.connection.accept(session, present, subscription_allowed=_subscription_rule(identity))
         if isinstance(identity, DeviceIdentity):
             self._live[identity.device_id] = link
+            self._track_token_expiry(identity)
             log.info("device %s connected from %s", identity.device_id, link.peer)
             self.hub.device_connected(identity.device_id, identity.model_id)
         else:

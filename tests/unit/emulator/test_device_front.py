@@ -362,3 +362,98 @@ def test_dps_and_hub_sessions_of_the_same_client_id_are_separate(front, hub):
     device = FakeLink(front)
     device.send(hub_connect("d1", KEY))
     assert device.take() == [Connack(False, 0)]  # nothing of the DPS session is resent here
+
+
+# ---- token expiries: each pass touches only the connections that are due (heap, lazy deletion) -------
+
+class CountingDict(dict):
+    """The front's connection -> identity map, counting lookups: what a pass over connections costs."""
+
+    lookups = 0
+
+    def get(self, *args):
+        self.lookups += 1
+        return super().get(*args)
+
+
+def connect_with_ttl(front, device_id, key, ttl):
+    link = FakeLink(front)
+    link.send(hub_connect(device_id, key, ttl=ttl))
+    [connack] = link.take()
+    assert isinstance(connack, Connack) and connack.return_code == 0
+    return link
+
+
+def test_each_connection_closes_at_its_own_token_expiry(front, hub, clock):
+    late = connect_with_ttl(front, "d1", KEY, 600)
+    early = connect_with_ttl(front, "d2", KEY2, 300)
+    clock.advance(299.9)
+    front.expire_tokens()
+    assert not early.closed and not late.closed
+    clock.advance(0.1)
+    front.expire_tokens()
+    assert early.closed and not hub.is_online("d2") and not late.closed and hub.is_online("d1")
+    clock.advance(299.9)
+    front.expire_tokens()
+    assert not late.closed
+    clock.advance(0.1)
+    front.expire_tokens()
+    assert late.closed and not hub.is_online("d1")
+
+
+def test_a_renewed_token_replaces_the_old_deadline(front, hub, clock):
+    old = connect_with_ttl(front, "d1", KEY, 300)
+    clock.advance(250)  # the SDK renews before expiry: a new CONNECT with a new token
+    token = build_token("localhost/devices/d1", KEY, ttl=3600, now=NOW + 250)
+    renewed = FakeLink(front)
+    renewed.send(Connect("d1", hub_connect().username, token.encode(), clean_session=False))
+    assert renewed.take() == [Connack(True, 0)] and old.closed
+    clock.advance(50)  # the old token's expiry: the renewed connection stays
+    front.expire_tokens()
+    assert not renewed.closed and hub.is_online("d1")
+    clock.advance(3600 - 50 - 0.1)
+    front.expire_tokens()
+    assert not renewed.closed
+    clock.advance(0.1)  # the new token's expiry
+    front.expire_tokens()
+    assert renewed.closed and not hub.is_online("d1")
+
+
+def test_a_disconnected_device_is_not_closed_again_at_its_old_expiry(front, hub, clock, monkeypatch):
+    link = connect_with_ttl(front, "d1", KEY, 300)
+    link.send(Disconnect())
+    assert link.closed and not hub.is_online("d1")
+    closed = []
+    monkeypatch.setattr(front, "disconnect_device", closed.append)
+    monkeypatch.setattr(hub, "device_disconnected", closed.append)
+    clock.advance(300)
+    front.expire_tokens()
+    assert closed == []
+
+
+def test_a_pass_over_many_idle_connections_touches_only_the_due_ones(front, hub, clock):
+    for i in range(300):
+        hub.create_device(f"idle{i}", primary_key=KEY)
+        connect_with_ttl(front, f"idle{i}", KEY, 3600)
+    due = connect_with_ttl(front, "d1", KEY, 60)
+    front._identities = CountingDict(front._identities)
+    for _ in range(10):
+        clock.advance(0.2)
+        front.expire_tokens()
+    assert front._identities.lookups == 0  # ten passes over 301 connections, none due: none looked at
+    clock.advance(58)
+    front.expire_tokens()
+    assert due.closed and front._identities.lookups <= 1
+    assert len(front.live_devices()) == 300
+
+
+def test_the_expiry_heap_stays_the_size_of_the_live_connections(front, hub, clock):
+    from emulator.mqtt.device_front import TOKEN_HEAP_SLACK
+    connect_with_ttl(front, "d2", KEY2, 3600)
+    for _ in range(500):  # reconnects: each leaves a stale entry behind
+        connect_with_ttl(front, "d1", KEY, 3600)
+    assert len(front.live_devices()) == 2
+    assert len(front._token_expiries) <= 2 * 2 + TOKEN_HEAP_SLACK + 1
+    clock.advance(3600)
+    front.expire_tokens()
+    assert front.live_devices() == []

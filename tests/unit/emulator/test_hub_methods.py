@@ -167,3 +167,88 @@ async def test_cancelled_invoke_of_a_dispatched_call_ignores_the_late_answer(hub
         await asyncio.wait_for(task, 10)
     assert len(hub.methods) == 0
     assert not hub.method_response("d1", link.methods[0][1].rid, 200, b"{}")
+
+
+# ---- deadlines: each pass touches only the calls that are due (heap with lazy deletion) -------------
+
+class CountingDispatched:
+    """Counts how often any call's `dispatched` is read: what a pass over the calls in flight costs."""
+
+    def __init__(self, monkeypatch):
+        from emulator.hub.methods import MethodCall
+        self.reads = 0
+        original = MethodCall.dispatched.fget
+
+        def counted(call):
+            self.reads += 1
+            return original(call)
+
+        monkeypatch.setattr(MethodCall, "dispatched", property(counted))
+
+
+def test_a_pass_over_many_calls_in_flight_touches_only_the_due_ones(hub, clock, monkeypatch):
+    hub.device_connected("d1")
+    idle = [hub.start_method("d1", "slow", response_timeout=300) for _ in range(500)]
+    due = hub.start_method("d1", "quick", response_timeout=5)
+    counter = CountingDispatched(monkeypatch)
+    for _ in range(10):
+        clock.advance(0.2)
+        assert hub.expire_due() == []
+    assert counter.reads == 0  # ten passes over 501 calls, none due: none looked at
+    clock.advance(3.1)
+    assert hub.expire_due() == [due]
+    assert counter.reads <= 2  # only the due call
+    assert not any(call.done for call in idle)
+
+
+def test_calls_that_ended_before_their_deadline_never_fire(hub, clock):
+    hub.device_connected("d1")
+    answered = hub.start_method("d1", "a", response_timeout=5)
+    cancelled = hub.start_method("d1", "b", response_timeout=5)
+    deleted = hub.start_method("d1", "c", response_timeout=5)
+    hub.method_response("d1", answered.rid, 200, b"{}")
+    hub.methods.cancel(cancelled)
+    hub.methods.fail_device("d1", DeviceNotFound("gone"))
+    finished = []
+    for call in (answered, cancelled, deleted):
+        call.add_done_callback(finished.append)  # already done: called at once, never again
+    clock.advance(10)
+    assert hub.expire_due() == []
+    assert finished == [answered, deleted] and cancelled.error is None and cancelled.result is None
+    assert answered.result.status == 200 and isinstance(deleted.error, DeviceNotFound)
+
+
+def test_a_dispatched_call_is_not_failed_at_its_old_connect_deadline(hub, clock, link):
+    call = hub.start_method("d1", "reboot", connect_timeout=10, response_timeout=30)
+    clock.advance(1)
+    hub.device_connected("d1")  # dispatched: the response deadline (t=31) replaces the connect one (t=10)
+    clock.advance(9)
+    assert hub.expire_due() == [] and not call.done
+    clock.advance(20.9)
+    assert hub.expire_due() == []
+    clock.advance(0.1)
+    assert hub.expire_due() == [call] and isinstance(call.error, GatewayTimeout)
+
+
+def test_calls_expiring_in_one_pass_are_reported_in_start_order(hub, clock):
+    hub.device_connected("d1")
+    hub.create_device("d2")
+    first = hub.start_method("d1", "late-deadline", response_timeout=20)
+    waiting = hub.start_method("d2", "never-delivered", connect_timeout=10)
+    second = hub.start_method("d1", "early-deadline", response_timeout=5)
+    clock.advance(25)
+    assert hub.expire_due() == [first, waiting, second]
+    assert isinstance(waiting.error, DeviceNotOnline) and isinstance(second.error, GatewayTimeout)
+
+
+def test_the_deadline_heap_stays_the_size_of_the_calls_in_flight(hub, clock):
+    from emulator.hub.methods import DEADLINE_HEAP_SLACK
+    hub.device_connected("d1")
+    kept = hub.start_method("d1", "kept", response_timeout=300)
+    for _ in range(2000):  # answered at once: each leaves stale entries behind
+        call = hub.start_method("d1", "m", response_timeout=300)
+        hub.method_response("d1", call.rid, 200, b"")
+    assert len(hub.methods) == 1
+    assert len(hub.methods._deadlines) <= 2 * len(hub.methods) + DEADLINE_HEAP_SLACK + 2
+    clock.advance(300)
+    assert hub.expire_due() == [kept]
