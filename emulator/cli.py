@@ -14,13 +14,13 @@ from pathlib import Path
 
 import click
 
-from hubsettings import mask_key, mask_secrets, wellknown
+from hubsettings import is_loopback_host, mask_key, mask_secrets, wellknown
 from hubsettings.discovery import emulator_home
 
 from .certs import CertificateError
 from .mqtt.server import AddressInUse
 from .rest.throttle import TIERS
-from .server import EmulatorConfig, EmulatorServer, default_host_name, is_loopback
+from .server import EmulatorConfig, EmulatorServer, default_host_name
 from .store import StoreError
 
 EXIT_START_FAILED = 1
@@ -111,7 +111,7 @@ def describe(server: EmulatorServer, show_keys: bool) -> str:
     lines = [
         "IoT Hub emulator: DEVELOPMENT ONLY. Its keys are public; never expose it beyond this machine.",
         *([f"WARNING: {config.address} is not a loopback address: other machines can reach this emulator "
-           "and its keys are public."] if not is_loopback(config.address) else []),
+           "and its keys are public."] if not is_loopback_host(config.address) else []),
         f"  Devices (MQTT/TLS, DPS): {config.address}:{info.mqtt_port}   host name: {info.host_name}",
         f"  Services (HTTPS REST):   {config.address}:{info.rest_port}",
         f"  CA certificate:          {info.ca_file}",

@@ -44,15 +44,6 @@ def default_host_name(address: str) -> str:
     return wellknown.HOST_NAME if address in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::", "") else address
 
 
-def is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -5,8 +5,8 @@ well-known defaults). Connection strings are validated with errors that name the
 secrets are masked in anything printed.
 """
 
-from .connection_string import (ConnectionString, ConnectionStringError, parse_connection_string,
-                                split_host_port)
+from .connection_string import (ConnectionString, ConnectionStringError, is_loopback_host,
+                                parse_connection_string, split_host_port)
 from . import wellknown
 from .discovery import EmulatorInfo, discovery_path, emulator_home, read_discovery, write_discovery
 from .errors import SettingsError
@@ -16,7 +16,7 @@ from .resolve import (DeviceSettings, ProvisioningSettings, ServiceSettings, rea
 from .sas import SasError, build_token, derive_device_key, parse_token
 
 __all__ = [
-    "ConnectionString", "ConnectionStringError", "parse_connection_string", "split_host_port",
+    "ConnectionString", "ConnectionStringError", "is_loopback_host", "parse_connection_string", "split_host_port",
     "EmulatorInfo", "discovery_path", "emulator_home", "read_discovery", "write_discovery",
     "SettingsError", "mask_key", "mask_secrets", "DeviceSettings", "ProvisioningSettings",
     "ServiceSettings", "read_ca_file", "resolve_device_settings", "resolve_service_settings",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -87,6 +88,16 @@ def split_host_port(host_name: str) -> tuple[str, int | None]:
         if port.isdigit():
             return host, int(port)
     return host_name, None
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback IPs (127.0.0.0/8, ::1): the local emulator's kind of address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_key(key: str, what: str) -> None:

@@ -8,14 +8,13 @@ with fakes of IoTHubRegistryManager / IoTHubJobManager.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from hubsettings import ServiceSettings
+from hubsettings import ServiceSettings, is_loopback_host
 
 from .errors import (AlreadyExists, DeviceOffline, EtagMismatch, HubUnreachable, MethodTimeout,
                      NotFound, ServiceError, SettingsProblem, Throttled, TlsFailure, Unauthorized)
@@ -53,7 +52,7 @@ def _configured(manager: Any, settings: ServiceSettings) -> Any:
     # OSError before even trying to connect, hiding the real problem (nothing listens).
     if settings.ca_file and settings.ca_file.is_file():
         config.connection.verify = str(settings.ca_file)
-    if _is_loopback(settings.connection_string.host):
+    if is_loopback_host(settings.connection_string.host):
         # The local emulator: a refused connection or an untrusted certificate (urllib3's "connect"
         # and "other" errors) will not heal on a retry, so fail at once instead of after msrest's
         # ~5 s of backoff. Remote hubs keep the SDK's retries: networks have transient failures.
@@ -61,15 +60,6 @@ def _configured(manager: Any, settings: ServiceSettings) -> Any:
         retry.connect = 0
         retry.other = 0
     return manager
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 manager_factory: ManagerFactory = SdkManagerFactory()
@@ -394,7 +384,7 @@ def _from_connection_failure(inner: Any, text: str, settings: ServiceSettings) -
     if settings.is_emulator and not settings.emulator_running:
         hint = ("; the local emulator is not running: start it with `iothub-emulator`, "
                 "or set IOTHUB_CONNECTION_STRING for an Azure IoT hub")
-    elif _is_loopback(settings.connection_string.host):
+    elif is_loopback_host(settings.connection_string.host):
         hint = "; is the local emulator running? Start it with `iothub-emulator`"
     reason = "connection refused" if "refused" in text.lower() else "no connection"
     return HubUnreachable(f"cannot reach the IoT hub at {host} ({reason}){hint}")

@@ -67,3 +67,12 @@ def test_mask_secrets_in_free_text():
 ])
 def test_split_host_port(host, expected):
     assert split_host_port(host) == expected
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("localhost", True), ("LOCALHOST", True), ("127.0.0.1", True), ("127.0.0.42", True), ("::1", True),
+    ("[::1]", True), ("10.0.0.1", False), ("myhub.azure-devices.net", False), ("", False),
+])
+def test_is_loopback_host(host, expected):
+    from hubsettings import is_loopback_host
+    assert is_loopback_host(host) is expected
