@@ -87,7 +87,13 @@ class DeviceAgent:
         self._property_versions: dict[str, int] = {}
         self._ready = False
         self._stopping = False
+        self._stopped = False
         self._connected: bool | None = None
+        self.host_name: str | None = None
+        # Set when the hub refused this device's credentials after it had connected: the SDK never
+        # reconnects after that, so whoever runs the device stops it (device/runner.py).
+        self.credentials_refused = asyncio.Event()
+        self.refusal_reason: str | None = None
 
     # --- life cycle -------------------------------------------------------------------------------
 
@@ -99,6 +105,7 @@ class DeviceAgent:
         self._loop = asyncio.get_running_loop()
         identity = await self._identity()
         self.device_id = identity.device_id
+        self.host_name = identity.host_name
         client = self._factory.hub_client(identity, self._ca_pem)
         self._client = client
         # Not receive handlers: setting these enables no feature, so they may precede connect().
@@ -121,8 +128,11 @@ class DeviceAgent:
                   else ""))
 
     async def stop(self) -> None:
-        """Cancel running work and shut the SDK client down (bounded in time)."""
-        self._stopping = True
+        """Cancel running work and shut the SDK client down (bounded in time). Only the first call
+        does anything (a device whose credentials were refused is stopped early, then with the rest)."""
+        if self._stopped:
+            return
+        self._stopped = self._stopping = True
         pending = list(self._tasks) + list(self._work.values()) + ([self._telemetry] if self._telemetry else [])
         for task in pending:
             task.cancel()
@@ -136,6 +146,10 @@ class DeviceAgent:
         else:
             if self._connected:
                 self._set_connected(False)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     async def drain(self) -> None:
         """Wait until every handler task started so far has finished (tests, orderly stop)."""
@@ -184,13 +198,22 @@ class DeviceAgent:
         if self._connected is None or self._stopping:
             return
         if refuses_credentials(error):
-            # The SDK stops reconnecting after this: without a word the listener would sit there,
-            # looking alive, forever.
-            self.say(f"the hub refused this device's credentials ({describe_error(error)}): was it deleted, "
-                     "disabled or given new keys? The SDK does not retry this: fix it, then restart "
-                     "(Ctrl-C stops this listener)")
+            # The SDK stops reconnecting after this: without a word (and a stop) the listener would
+            # sit there, looking alive, forever.
+            if self.credentials_refused.is_set():
+                return
+            self.refusal_reason = describe_error(error)
+            self.say(f"the hub refused this device's credentials ({self.refusal_reason}): was it deleted, "
+                     "disabled or given new keys? The SDK does not retry this: stopping this device")
+            self.credentials_refused.set()
         else:
             self.say(f"background error: {describe_error(error)}")
+
+    def refusal_message(self) -> str:
+        """The final error line when the hub refused this device's credentials after it had connected."""
+        return (f"IoT hub {self.host_name} refused the device's credentials on a reconnect "
+                f"({self.refusal_reason}): was the device deleted, disabled or given new keys? "
+                "Fix that, then start the listener again")
 
     def _call_on_loop(self, function: Callable[..., Any], *args: Any) -> None:
         loop = self._loop

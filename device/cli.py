@@ -38,7 +38,13 @@ EPILOG = (
     "Settings not given as options come from the environment, then .env, then the local emulator "
     "(see .env.example). With nothing set, the device connects to the local emulator as myDeviceId. "
     "Options that take keys are visible to other users in the process list: prefer the environment "
-    "or .env for them.\n\n" + EXIT_CODES_HELP
+    "or .env for them.\n\n"
+    "If the hub refuses a device's credentials after it has connected (the device was deleted, disabled "
+    "or given new keys), the SDK never reconnects it: that device stops. A single device's listener then "
+    "exits 4; with --count the other devices keep running, and the listener exits 4 once no device is "
+    "left running (Ctrl-C/SIGTERM before that still exits 0; its last line names the devices that "
+    "stopped).\n\n"
+    + EXIT_CODES_HELP
 )
 
 

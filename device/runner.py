@@ -1,4 +1,5 @@
-"""Run one device or a fleet in one event loop until Ctrl-C/SIGTERM; a fleet starts whole or not at all."""
+"""Run one device or a fleet in one event loop until Ctrl-C/SIGTERM; a fleet starts whole or not at all,
+and stops by itself (exit code 4) once the hub has refused the credentials of every device."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import datetime
 from hubsettings import DeviceSettings, SettingsError
 
 from .app import DeviceAgent, RunOptions, Sleep
-from .errors import DeviceError, SettingsProblem
+from .errors import AuthenticationRefused, DeviceError, SettingsProblem
 from .eventlog import EventLog, utc_now
 from .sdk import ClientFactory, describe_error
 
@@ -39,25 +40,36 @@ async def run_devices(devices: Iterable[DeviceSettings], options: RunOptions, fa
 
     A fleet starts whole or not at all: if one device cannot start, the others are shut down and
     that device's error is raised (a DeviceError with its exit code).
+
+    Once running, a device whose credentials the hub refuses on a reconnect (deleted, disabled,
+    re-keyed) is stopped alone: the SDK never reconnects after that. When no device is left running,
+    AuthenticationRefused is raised (exit code 4); Ctrl-C/SIGTERM before that is a clean stop (0).
     """
     agents = [DeviceAgent(s, options, factory, log, ca_pem=load_ca(s), sleep=sleep, clock=clock, now=now)
               for s in devices]
     starts = {asyncio.create_task(agent.start()): agent for agent in agents}
+    refusals = {asyncio.create_task(agent.credentials_refused.wait()): agent for agent in agents}
     stop_wait = asyncio.create_task(stop.wait())
     failure: BaseException | None = None
     try:
         pending = set(starts)
         while pending and not stop.is_set():
-            done, pending = await asyncio.wait(pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            pending.discard(stop_wait)
-            failed = [t for t in done if t is not stop_wait and t.exception() is not None]
+            done, _ = await asyncio.wait(pending | set(refusals) | {stop_wait},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            pending = {t for t in pending if not t.done()}
+            refused = [t for t in done if t in refusals]
+            failed = [t for t in done if t in starts and t.exception() is not None]
+            if refused:  # refused before the whole fleet was up: a failed start
+                agent = refusals[refused[0]]
+                failure = AuthenticationRefused(_in_fleet(agents, agent, agent.refusal_message()))
+                break
             if failed:
                 failure = failed[0].exception()
                 agent = starts[failed[0]]
                 if not isinstance(failure, DeviceError):
                     agent.say(f"start failed: {describe_error(failure)}")
                 elif len(agents) > 1:  # say which device of the fleet failed
-                    failure = type(failure)(f"{agent.device_id}: {failure}")
+                    failure = type(failure)(_in_fleet(agents, agent, str(failure)))
                 break
         for task in starts:
             task.cancel()
@@ -69,16 +81,55 @@ async def run_devices(devices: Iterable[DeviceSettings], options: RunOptions, fa
                 log.info(f"{len(agents)} devices running; press Ctrl-C to stop")
             else:
                 log.info("Running; press Ctrl-C to stop")
-            await stop_wait
+            failure = await _serve(agents, refusals, stop_wait, log)
     finally:
         stop_wait.cancel()
+        for task in refusals:
+            task.cancel()
         if failure is None:
-            log.info(f"Stopping: disconnecting {len(agents)} device{'s' if len(agents) != 1 else ''}")
+            left = sum(1 for agent in agents if not agent.stopped)
+            log.info(f"Stopping: disconnecting {left} device{'s' if left != 1 else ''}")
         await asyncio.gather(*(agent.stop() for agent in agents), return_exceptions=True)
     if failure is not None:
         raise failure
-    log.info("Stopped")
+    refused = [agent.device_id for agent in agents if agent.credentials_refused.is_set()]
+    if refused:  # a fleet stopped by Ctrl-C/SIGTERM after some of its devices were refused
+        shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+        log.info(f"Stopped ({len(refused)} of {len(agents)} devices had stopped earlier, their credentials "
+                 f"refused: {shown})")
+    else:
+        log.info("Stopped")
     return 0
+
+
+async def _serve(agents: list[DeviceAgent], refusals: dict[asyncio.Task, DeviceAgent],
+                 stop_wait: asyncio.Task, log: EventLog) -> AuthenticationRefused | None:
+    """Serve until stopped (None), or until the hub has refused the credentials of every device
+    (AuthenticationRefused). A refused device is stopped at once; the others keep running."""
+    running = dict(refusals)
+    last: DeviceAgent | None = None
+    while running:
+        done, _ = await asyncio.wait(set(running) | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if stop_wait in done:
+            return None
+        for task in done:
+            last = running.pop(task)
+            await last.stop()
+            if running:
+                log.info(f"{last.device_id} stopped (credentials refused); "
+                         f"{len(running)} of {len(agents)} devices still running")
+    assert last is not None
+    if len(agents) == 1:
+        return AuthenticationRefused(last.refusal_message())
+    return AuthenticationRefused(
+        f"all {len(agents)} devices stopped: IoT hub {last.host_name} refused their credentials on a "
+        f"reconnect (the last, {last.device_id}: {last.refusal_reason}): were they deleted, disabled or "
+        "given new keys? Fix that, then start the listener again")
+
+
+def _in_fleet(agents: list[DeviceAgent], agent: DeviceAgent, message: str) -> str:
+    """Prefix a fleet member's error with its device id."""
+    return f"{agent.device_id}: {message}" if len(agents) > 1 else message
 
 
 def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:

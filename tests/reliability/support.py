@@ -142,6 +142,10 @@ class RawDevice:
         await asyncio.wait_for(self._pump, timeout)
         return self.closed
 
+    def kill(self) -> None:
+        """Die as a killed process does: the socket goes, with no MQTT DISCONNECT and no TLS goodbye."""
+        self.writer.transport.abort()
+
     async def close(self) -> None:
         self.writer.close()
         try:

@@ -283,9 +283,124 @@ async def test_credentials_refused_on_reconnect_say_the_sdk_gives_up():
     h.client.on_background_exception(transport_exceptions.UnauthorizedError("Connection Refused: not authorised."))
     await asyncio.wait_for(_until(lambda: any("refused this device's credentials" in l for l in h.lines)), WAIT)
     line = next(l for l in h.lines if "refused this device's credentials" in l)
-    assert "(Connection Refused: not authorised.)" in line and "does not retry" in line
+    assert "(Connection Refused: not authorised.)" in line and "does not retry this: stopping this device" in line
     assert not any("background error: Connection Refused" in l for l in h.lines)
+    assert h.agent.credentials_refused.is_set()  # whoever runs the agent stops it (runner tests below)
+    assert h.agent.refusal_message().startswith(
+        "IoT hub hub.example.test refused the device's credentials on a reconnect (Connection Refused")
+    h.client.on_background_exception(sdk_errors.CredentialError("again"))  # said once only
+    await asyncio.sleep(0.01)
+    assert sum("refused this device's credentials" in l for l in h.lines) == 1
     await h.agent.stop()
+    await h.agent.stop()  # a second stop does nothing
+    assert h.client.shutdown_calls == 1
+
+
+def refuse(client, reason="Connection Refused: not authorised."):
+    """What the SDK does when a connected device is deleted: drop, then a reconnect refused for good."""
+    from azure.iot.device.common import transport_exceptions
+    client.set_connected(False)
+    client.on_background_exception(transport_exceptions.UnauthorizedError(reason))
+
+
+async def test_a_device_refused_after_it_connected_stops_the_listener_with_auth_refused():
+    """The SDK never reconnects after a refusal: the listener must not sit there looking alive."""
+    client = FakeDeviceClient()
+    out = io.StringIO()
+    stop = asyncio.Event()  # never set: the refusal alone ends the run
+
+    def started(agents):
+        threading.Thread(target=refuse, args=(client,)).start()  # as from an SDK thread
+
+    with pytest.raises(AuthenticationRefused) as raised:
+        await asyncio.wait_for(run_devices([cs_settings()], RunOptions(telemetry=False), FakeFactory(client),
+                                           EventLog(out), stop, started=started), WAIT)
+    assert str(raised.value) == (
+        "IoT hub hub.example.test refused the device's credentials on a reconnect (Connection Refused: not "
+        "authorised.): was the device deleted, disabled or given new keys? Fix that, then start the listener again")
+    assert raised.value.exit_code == 4
+    assert client.shutdown_calls == 1
+    lines = out.getvalue().splitlines()
+    assert "refused this device's credentials" in lines[-1] and "Stopped" not in out.getvalue()
+
+
+async def test_other_background_errors_do_not_stop_the_listener():
+    client = FakeDeviceClient()
+    stop = asyncio.Event()
+    out = io.StringIO()
+
+    def started(agents):
+        client.set_connected(False)
+        client.on_background_exception(sdk_errors.ConnectionDroppedError("socket closed"))
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    code = await asyncio.wait_for(run_devices([cs_settings()], RunOptions(telemetry=False), FakeFactory(client),
+                                              EventLog(out), stop, started=started), WAIT)
+    assert code == 0 and out.getvalue().splitlines()[-1] == "Stopped"
+    assert "background error: socket closed" in out.getvalue()
+
+
+def fleet_of(n):
+    clients = {f"sim-00{i}": FakeDeviceClient() for i in range(1, n + 1)}
+    return clients, FakeFactory(by_id=clients), [dps_settings(device_id) for device_id in clients]
+
+
+async def test_a_fleet_stops_a_refused_device_and_keeps_the_others_until_none_is_left():
+    clients, factory, settings = fleet_of(3)
+    out = io.StringIO()
+    running = asyncio.Event()
+    task = asyncio.create_task(run_devices(settings, RunOptions(telemetry=False), factory, EventLog(out),
+                                           asyncio.Event(), started=lambda agents: running.set()))
+    await asyncio.wait_for(running.wait(), WAIT)
+    refuse(clients["sim-002"])
+    await asyncio.wait_for(_until(lambda: clients["sim-002"].shutdown_calls == 1), WAIT)
+    assert "sim-002 stopped (credentials refused); 2 of 3 devices still running" in out.getvalue().splitlines()
+    assert not task.done()
+    request = clients["sim-001"].invoke("turnon")  # the others still serve
+    await asyncio.wait_for(_until(lambda: clients["sim-001"].responses), WAIT)
+    assert clients["sim-001"].response_to(request).status == 200
+    refuse(clients["sim-003"])
+    await asyncio.sleep(0.01)
+    assert not task.done()
+    refuse(clients["sim-001"])
+    with pytest.raises(AuthenticationRefused) as raised:
+        await asyncio.wait_for(task, WAIT)
+    assert str(raised.value).startswith(
+        "all 3 devices stopped: IoT hub hub.example.test refused their credentials on a reconnect (the last, sim-001: ")
+    assert all(c.shutdown_calls == 1 for c in clients.values())
+
+
+async def test_a_fleet_stopped_after_a_refusal_exits_0_and_names_the_stopped_device():
+    clients, factory, settings = fleet_of(3)
+    out = io.StringIO()
+    stop = asyncio.Event()
+    running = asyncio.Event()
+    task = asyncio.create_task(run_devices(settings, RunOptions(telemetry=False), factory, EventLog(out), stop,
+                                           started=lambda agents: running.set()))
+    await asyncio.wait_for(running.wait(), WAIT)
+    refuse(clients["sim-002"])
+    await asyncio.wait_for(_until(lambda: clients["sim-002"].shutdown_calls == 1), WAIT)
+    stop.set()
+    assert await asyncio.wait_for(task, WAIT) == 0
+    lines = out.getvalue().splitlines()
+    assert "Stopping: disconnecting 2 devices" in lines
+    assert lines[-1] == "Stopped (1 of 3 devices had stopped earlier, their credentials refused: sim-002)"
+    assert all(c.shutdown_calls == 1 for c in clients.values())
+
+
+async def test_a_refusal_before_the_fleet_is_up_is_a_failed_start():
+    class RefusedWhileStarting(FakeDeviceClient):
+        async def get_twin(self):
+            refuse(self)
+            await asyncio.Event().wait()  # the SDK would never answer now
+
+    clients, _, settings = fleet_of(3)
+    clients["sim-003"] = RefusedWhileStarting()
+    factory = FakeFactory(by_id=clients)
+    with pytest.raises(AuthenticationRefused, match="^sim-003: IoT hub hub.example.test refused"):
+        await asyncio.wait_for(run_devices(settings, RunOptions(telemetry=False), factory,
+                                           EventLog(io.StringIO()), asyncio.Event()), WAIT)
+    assert all(c.shutdown_calls == 1 for c in clients.values())
 
 
 async def test_a_failed_report_is_logged_and_the_method_still_answered():

@@ -100,6 +100,49 @@ def test_refused_credentials_exit_4():
     assert "Traceback" not in result.output
 
 
+def refused_later(*clients):
+    """A `started` hook: the hub drops each client, then refuses its reconnect (deleted device).
+    Should the listener not stop by itself, a SIGTERM after 10 s makes the test fail, not hang."""
+    import asyncio
+    from azure.iot.device.common import transport_exceptions
+
+    def hook(agents):
+        asyncio.get_running_loop().call_later(10, os.kill, os.getpid(), signal.SIGTERM)
+        for client in clients:
+            client.set_connected(False)
+            client.on_background_exception(transport_exceptions.UnauthorizedError("Connection Refused: not authorised."))
+    return hook
+
+
+def test_credentials_refused_after_connecting_exit_4():
+    """Deleted, disabled or re-keyed while running: the SDK gives up, and so does the listener."""
+    client = FakeDeviceClient()
+    result = invoke(["--connection-string", AZURE_CS, "--no-telemetry"], factory=FakeFactory(client),
+                    started=refused_later(client))
+    assert result.exit_code == EXIT_AUTH, result.output
+    assert result.stderr.splitlines() == [
+        "Error: IoT hub myhub.azure-devices.net refused the device's credentials on a reconnect (Connection "
+        "Refused: not authorised.): was the device deleted, disabled or given new keys? Fix that, then start "
+        "the listener again"]
+    assert "dev1 the hub refused this device's credentials" in result.stdout
+    assert client.shutdown_calls == 1 and KEY not in result.output
+
+
+def test_a_fleet_exits_4_once_every_device_was_refused():
+    factory = FakeFactory(by_id={f"sim-00{i}": FakeDeviceClient() for i in (1, 2)})
+    result = invoke(["--count", "2", "--no-telemetry"], factory=factory,
+                    started=refused_later(*factory.by_id.values()))
+    assert result.exit_code == EXIT_AUTH, result.output
+    assert result.stderr.startswith("Error: all 2 devices stopped: IoT hub hub.example.test refused their credentials")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_help_says_what_a_later_refusal_does():
+    text = " ".join(CliRunner().invoke(cli, ["--help"]).output.split())
+    assert "that device stops. A single device's listener then exits 4" in text
+    assert "the listener exits 4 once no device is left running" in text
+
+
 def test_unreachable_emulator_exits_5_and_says_how_to_start_it():
     client = FakeDeviceClient(connect_errors=[sdk_errors.ConnectionFailedError("refused")] * 5000)
     result = invoke(["--connect-timeout", "10"], factory=FakeFactory(client))
