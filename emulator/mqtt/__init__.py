@@ -5,35 +5,8 @@ codec's facade over packets.py, encoder.py and decoder.py), session.py and sessi
 few places where this goes beyond that contract.
 """
 
-from .decoder import PacketReader
-from .encoder import encode, encode_parts
-from .packets import (
-    CONNACK_ACCEPTED,
-    CONNACK_BAD_CREDENTIALS,
-    CONNACK_IDENTIFIER_REJECTED,
-    CONNACK_NOT_AUTHORIZED,
-    CONNACK_SERVER_UNAVAILABLE,
-    CONNACK_UNACCEPTABLE_PROTOCOL,
-    DEFAULT_MAX_PACKET_SIZE,
-    SUBACK_FAILURE,
-    Connack,
-    Connect,
-    Disconnect,
-    Packet,
-    Pingreq,
-    Pingresp,
-    ProtocolError,
-    Puback,
-    Pubcomp,
-    Publish,
-    Pubrec,
-    Pubrel,
-    Suback,
-    Subscribe,
-    Unsuback,
-    Unsubscribe,
-    Will,
-)
+from . import codec
+from .codec import *  # noqa: F401,F403 - the codec's public names, listed once in codec.__all__
 from .session import (
     ConnectionLost,
     ConnectRequested,
@@ -47,11 +20,7 @@ from .session import (
 from .session_state import SessionState
 
 __all__ = [
-    "CONNACK_ACCEPTED", "CONNACK_BAD_CREDENTIALS", "CONNACK_IDENTIFIER_REJECTED", "CONNACK_NOT_AUTHORIZED",
-    "CONNACK_SERVER_UNAVAILABLE", "CONNACK_UNACCEPTABLE_PROTOCOL", "DEFAULT_MAX_PACKET_SIZE", "SUBACK_FAILURE",
-    "Connack", "Connect", "Disconnect", "Packet", "PacketReader", "Pingreq", "Pingresp", "ProtocolError",
-    "Puback", "Pubcomp", "Publish", "Pubrec", "Pubrel", "Suback", "Subscribe", "Unsuback", "Unsubscribe",
-    "Will", "encode", "encode_parts",
+    *codec.__all__,
     "ConnectionLost", "ConnectRequested", "Delivered", "Event", "MessageReceived", "ServerConnection",
     "SessionState", "Subscribed", "Unsubscribed",
 ]
