@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from hubsettings import EmulatorInfo
+from hubsettings import EmulatorInfo, parse_connection_string
 
 from .demo_processes import (ChildProcess, Emulator, ProcessFailed, child_env, device_command,
                              emulator_command, free_loopback_address, stop_all)
@@ -141,7 +141,7 @@ def run_demo(work_dir: Path, fleet_size: int, address: str | None,
         demo.wait_devices_ready(devices)
         echo(f"    ready in {time.monotonic() - started:.1f} s")
         steps = Steps(env=child_env(demo.discovery_file), cwd=work_dir, devices=LogFollower(devices), echo=echo,
-                      expected_hub=f"Using IoT hub {info.host_name}:{info.rest_port} ")
+                      expected_hub=f"Using IoT hub {service_host_name(info)} ")
         stories = [("reboot", lambda: reboot_story(steps, cast)),
                    ("jobs", lambda: jobs_story(steps, cast)),
                    ("IoT Central sensor", lambda: sensor_story(steps, cast, lambda d: received_messages(info, d)))]
@@ -194,6 +194,11 @@ def _summary(outcomes: list[Outcome], seconds: float, code: int, echo: Callable[
     else:
         echo(click.style(f"Demo did not pass (exit code {code}) after {seconds:.1f} s; everything stopped.",
                          fg="red", bold=True))
+
+
+def service_host_name(info: EmulatorInfo) -> str:
+    """HostName of the emulator's service connection string: no port on 443, as on Azure."""
+    return parse_connection_string(info.service_connection_string).host_name
 
 
 @contextmanager
