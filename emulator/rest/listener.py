@@ -14,7 +14,6 @@ import asyncio
 import errno
 import logging
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -30,65 +29,65 @@ HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to complete the TLS handshake
 def trust_hint(ca_file: str) -> str:
     """What makes each kind of client trust the emulator's CA."""
     return (f"the client did not trust the emulator's CA: set REQUESTS_CA_BUNDLE={ca_file} (service SDK, az), "
-            f"SSL_CERT_FILE={ca_file} (Python device SDK), NODE_EXTRA_CA_CERTS={ca_file} (Node.js), "
-            f"--cacert {ca_file} (curl)")
+            "SSL_CERT_FILE (Python device SDK), NODE_EXTRA_CA_CERTS (Node.js), --cacert (curl)")
 
 
-def handshake_failure(error: BaseException, ca_file: str) -> tuple[int, str]:
-    """(log level, message) for a TLS handshake that did not complete."""
+def handshake_failure(error: BaseException, ca_file: str) -> str:
+    """Why a TLS handshake that began (the client sent its hello) did not complete, and the likely fix."""
     reason = getattr(error, "reason", None) or type(error).__name__
     if isinstance(error, ssl.SSLError) and reason == "HTTP_REQUEST":
-        return logging.INFO, "it spoke plain HTTP to the HTTPS port: use https://"
-    if isinstance(error, ssl.SSLError):
-        return logging.INFO, f"{reason}: {trust_hint(ca_file)}"
+        return "it spoke plain HTTP to the HTTPS port: use https://"
     if isinstance(error, (TimeoutError, asyncio.TimeoutError)):
-        return logging.INFO, f"it did not complete the TLS handshake within {HANDSHAKE_TIMEOUT:g} s (is it speaking TLS?)"
-    # Closed before or during the handshake without a TLS alert: port checks do this.
-    return logging.DEBUG, f"it closed the connection before the TLS handshake completed ({reason})"
-
-
-class _Watched(asyncio.Protocol):
-    """The HTTP handler behind TLS, noting a client that hangs up before sending a single byte: Node.js
-    completes the handshake and checks the certificate afterwards, so that is how its distrust looks."""
-
-    def __init__(self, handler: asyncio.Protocol, on_silent_close: Callable[[], None]):
-        self.handler = handler
-        self._on_silent_close = on_silent_close
-        self._received = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.handler.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self._received = True
-        self.handler.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.handler.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._received:
-            self._on_silent_close()
-        self.handler.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.handler.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.handler.resume_writing()
+        return f"it did not complete the TLS handshake within {HANDSHAKE_TIMEOUT:g} s"
+    # A TLS alert (OpenSSL clients: Python, curl, az) or a hang-up mid-handshake (Node.js) both mean,
+    # nearly always, that the client rejected the emulator's certificate.
+    what = f"TLS alert {reason}" if isinstance(error, ssl.SSLError) else "it hung up mid-handshake"
+    return f"{what}: {trust_hint(ca_file)}"
 
 
 class _TlsAcceptor(asyncio.Protocol):
-    """The protocol of a freshly accepted TCP connection: runs the TLS handshake, logs a failed one with
-    its likely fix, and hands the TLS transport to a new HTTP handler."""
+    """The protocol of a freshly accepted TCP connection. It waits for the client's first bytes, so that a
+    connection closed without a byte (a port check) is not taken for a client problem, then runs the TLS
+    handshake with them, logs a failed one with its likely fix, and hands the TLS transport to a new HTTP
+    handler."""
 
     def __init__(self, site: _TlsSite):
         self._site = site
+        self._transport: asyncio.Transport | None = None
+        self._silence: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # start_tls resumes it once the TLS layer is in place
-        self._site.handshake(transport)
+        self._transport = transport
+        self._silence = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._silent)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._stop_timer()
+        self._transport.pause_reading()  # start_tls resumes it once the TLS layer is in place
+        self._site.handshake(self._transport, self, data)
+
+    def eof_received(self) -> bool | None:
+        return None  # closes the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._silence is not None:  # before any byte came
+            self._stop_timer()
+            assert self._transport is not None
+            log.debug("%s: closed the connection without a byte (a port check?)",
+                      _peer(self._transport.get_extra_info("peername")))
+
+    def _silent(self) -> None:
+        self._silence = None
+        assert self._transport is not None
+        log.info("%s: sent nothing for %g s after connecting: closing (is it speaking TLS?)",
+                 _peer(self._transport.get_extra_info("peername")), HANDSHAKE_TIMEOUT)
+        self._transport.abort()
+
+    def _stop_timer(self) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
 
 
 class _TlsSite(web.TCPSite):
@@ -107,41 +106,58 @@ class _TlsSite(web.TCPSite):
                                                 backlog=self._backlog, reuse_address=self._reuse_address)
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
-    def handshake(self, transport: asyncio.Transport) -> None:
-        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+    def handshake(self, transport: asyncio.Transport, acceptor: _TlsAcceptor, hello: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._handshake(transport, acceptor, hello))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
+    async def _handshake(self, transport: asyncio.Transport, acceptor: _TlsAcceptor, hello: bytes) -> None:
         peer = _peer(transport.get_extra_info("peername"))
         server = self._runner.server
         assert server is not None
         handler = server()
-
-        def silent_close() -> None:
-            log.info("%s: closed the TLS connection without sending a request: if it is a Node.js client, "
-                     "%s", peer, trust_hint(self._ca_file))
-
-        watched = _Watched(handler, silent_close)
+        loop = asyncio.get_running_loop()
+        starting = loop.create_task(loop.start_tls(transport, handler, self._tls, server_side=True,
+                                                   ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
         try:
-            secure = await asyncio.get_running_loop().start_tls(
-                transport, watched, self._tls, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+            # start_tls puts its TLS protocol on the transport at once and starts the handshake from the
+            # next loop pass: hand it the bytes already read (reading stays paused until then).
+            while transport.get_protocol() is acceptor and not starting.done():
+                await asyncio.sleep(0)
+            if not starting.done():
+                _feed(transport.get_protocol(), hello)
+            secure = await starting
         except asyncio.CancelledError:
+            starting.cancel()
             transport.abort()
             raise
         except (OSError, TimeoutError, asyncio.TimeoutError) as e:
-            level, why = handshake_failure(e, self._ca_file)
-            log.log(level, "%s: TLS handshake failed: %s", peer, why)
+            log.info("%s: TLS handshake failed: %s", peer, handshake_failure(e, self._ca_file))
             transport.abort()
             return
         if secure is None:  # the connection went away meanwhile
             return
-        watched.connection_made(secure)
+        handler.connection_made(secure)
 
     async def stop(self) -> None:
         for task in list(self._handshakes):
             task.cancel()
         await super().stop()
+
+
+def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Deliver bytes read before a protocol took over the transport, through its own receiving API."""
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        view = memoryview(data)
+        while view:
+            buffer = protocol.get_buffer(len(view))
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
+    else:
+        assert isinstance(protocol, asyncio.Protocol)
+        protocol.data_received(data)
 
 
 def _peer(peername: Any) -> str:

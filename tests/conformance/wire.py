@@ -1,4 +1,4 @@
-"""What a device needs to talk to IoT Hub over plain MQTT, written from Microsoft's "Communicate with an IoT hub
+"""What a client sends IoT Hub, written from Microsoft's "Communicate with an IoT hub
 using the MQTT protocol" and the MQTT 3.1.1 specification, independently of the project's own code (so a
 shared mistake cannot hide): the SAS token, the username, and hand-encoded packets for what the command-line
 clients cannot send (a PUBLISH resent with DUP=1)."""
@@ -16,13 +16,16 @@ import urllib.parse
 API_VERSION = "2021-04-12"
 
 
-def generate_sas_token(uri: str, key: str, expiry: int = 3600) -> str:
-    """Microsoft's sample, as published: sr and sig URL-encoded, se in seconds since the epoch."""
+def generate_sas_token(uri: str, key: str, policy_name: str | None = None, expiry: int = 3600) -> str:
+    """Microsoft's sample, as published: sr and sig URL-encoded, se in seconds since the epoch, skn the
+    shared access policy (service tokens only)."""
     ttl = int(time.time() + expiry)
     sign_key = "%s\n%d" % (urllib.parse.quote_plus(uri), ttl)
     signature = base64.b64encode(hmac.HMAC(base64.b64decode(key), sign_key.encode("utf-8"), hashlib.sha256).digest())
-    return "SharedAccessSignature " + urllib.parse.urlencode(
-        {"sr": uri, "sig": signature, "se": str(ttl)})
+    fields = {"sr": uri, "sig": signature, "se": str(ttl)}
+    if policy_name:
+        fields["skn"] = policy_name
+    return "SharedAccessSignature " + urllib.parse.urlencode(fields)
 
 
 def username(host: str, device_id: str) -> str:
