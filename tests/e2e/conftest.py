@@ -4,7 +4,8 @@ Each emulator binds its own loopback address 127.0.0.X (the device SDK always di
 never collides with a user's emulator on 127.0.0.1, and writes its discovery file into the test's
 temporary directory, never the user's. Two flavours:
 - `emulator`: an EmulatorServer in a background thread: MQTT/TLS on 8883 and the HTTPS REST front on
-  `server.rest_port` of its own 127.0.0.X, plus the in-process API (invoke a method, read the hub);
+  `server.rest_port` of its own 127.0.0.X (443 where this user may bind it, else the fallback 9443), plus
+  the in-process API (invoke a method, read the hub);
 - `emulator_process`: `python -m emulator` in a subprocess, for restarts with the same data dir.
 """
 
@@ -35,8 +36,8 @@ def _no_global_ca_overrides(monkeypatch):
 
 
 def free_loopback_address() -> str:
-    """A 127.0.0.X whose MQTT (8883) and REST (9443) ports are free right now (127.0.0.1 as a last resort,
-    where it is the only loopback address, e.g. macOS without aliases)."""
+    """A 127.0.0.X whose MQTT (8883) and REST (443, and the fallback 9443) ports are free right now (127.0.0.1
+    as a last resort, where it is the only loopback address, e.g. macOS without aliases)."""
     try:
         return loopback.free_loopback_address(tries=30, fall_back_to_127_0_0_1=True)
     except loopback.NoFreeLoopbackAddress as e:
@@ -56,9 +57,10 @@ def emulator(tmp_path_factory):
 class EmulatorProcess:
     """`python -m emulator` on its own loopback address and data dir; restartable."""
 
-    def __init__(self, address: str, data_dir: Path):
+    def __init__(self, address: str, data_dir: Path, command_prefix: tuple[str, ...] = ()):
         self.address = address
         self.data_dir = data_dir
+        self.command_prefix = command_prefix  # e.g. one that runs it without the right to bind port 443
         self.discovery_file = data_dir / "discovery.json"
         self.process: subprocess.Popen | None = None
         self.log = data_dir / "emulator.log"
@@ -76,7 +78,7 @@ class EmulatorProcess:
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "emulator", "--address", self.address, "--data-dir", str(self.data_dir),
+                [*self.command_prefix, sys.executable, "-m", "emulator", "--address", self.address, "--data-dir", str(self.data_dir),
                  "--discovery-file", str(self.discovery_file), "--log-level", "info"],
                 cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
@@ -88,6 +90,15 @@ class EmulatorProcess:
                 raise AssertionError(f"the emulator did not start:\n{self.log.read_text()}")
             time.sleep(0.05)
         return self
+
+    @property
+    def info(self) -> dict:
+        """The discovery file it wrote (where it listens, its connection strings)."""
+        return json.loads(self.discovery_file.read_text())
+
+    @property
+    def rest_port(self) -> int:
+        return self.info["rest_port"]
 
     def _discovery_is_ours(self) -> bool:
         try:
