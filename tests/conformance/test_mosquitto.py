@@ -133,14 +133,26 @@ def invoke_when_subscribed(hub, device_id, method, payload, timeout=20):
             time.sleep(0.1)
 
 
+def in_background(call) -> tuple[threading.Thread, dict]:
+    """Run call() in a thread; the dict gets its "result" or its "error"."""
+    outcome: dict = {}
+
+    def run_it() -> None:
+        try:
+            outcome["result"] = call()
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run_it)
+    thread.start()
+    return thread, outcome
+
+
 def test_method_request_after_subscribing_and_the_answer(mosquitto, hub):
     device_id, key = hub.add_device("mosq-method")
     subscriber = Subscriber(mosquitto, hub, device_id, key, "$iothub/methods/POST/#")
     wait_online(hub, device_id, subscriber)
-    outcome: dict = {}
-    caller = threading.Thread(target=lambda: outcome.update(
-        result=invoke_when_subscribed(hub, device_id, "reboot", {"delay": 0})))
-    caller.start()
+    caller, outcome = in_background(lambda: invoke_when_subscribed(hub, device_id, "reboot", {"delay": 0}))
     code, out, err = subscriber.finish()
     assert code == 0, err
     topic, _, payload = out.strip().partition(" ")
@@ -151,6 +163,7 @@ def test_method_request_after_subscribing_and_the_answer(mosquitto, hub):
                "-t", f"$iothub/methods/res/200/?$rid={rid}", "-m", '{"rebooting": true}')
     assert done.returncode == 0, done.stderr
     caller.join(WAIT + 30)
+    assert "error" not in outcome, outcome
     assert (outcome["result"].status, outcome["result"].payload) == (200, {"rebooting": True})
 
 
@@ -174,11 +187,8 @@ def test_subscribing_to_everything_with_hash(mosquitto, hub):
     device_id, key = hub.add_device("mosq-hash")
     subscriber = Subscriber(mosquitto, hub, device_id, key, "#")
     wait_online(hub, device_id, subscriber)
-    outcome: dict = {}
-    caller = threading.Thread(target=lambda: outcome.update(
-        result=invoke_when_subscribed(hub, device_id, "ping", None, timeout=5)))
-    caller.start()
+    caller, _ = in_background(lambda: invoke_when_subscribed(hub, device_id, "ping", None, timeout=5))
     code, out, err = subscriber.finish()
-    caller.join(WAIT + 30)
+    caller.join(WAIT + 30)  # mosquitto_sub -C 1 exits without answering: the call times out
     assert "denied" not in err and code == 0, (code, err)
     assert out.startswith("$iothub/methods/POST/ping/?$rid="), out

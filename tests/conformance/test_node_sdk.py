@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -58,7 +59,7 @@ def service_run(node, hub):
     if not hub.on_443:
         pytest.skip(f"the Node.js service SDK takes no port in HostName (it fails with ENOTFOUND); {NEEDS_443}")
     assert ":" not in hub.service_connection_string.split(";")[0]  # HostName=<host>, as on Azure
-    prefix = f"node-svc-{__import__('uuid').uuid4().hex[:6]}"
+    prefix = f"node-svc-{uuid.uuid4().hex[:6]}"
     return prefix, run_node(node, "service.js", node_env(hub, SERVICE_CONNECTION_STRING=hub.service_connection_string),
                             prefix)
 
@@ -158,7 +159,7 @@ def test_method_to_an_offline_device_is_iot_hubs_404103(service_run):
 # ---- DPS --------------------------------------------------------------------------------------------------------
 
 def test_dps_group_enrollment_with_a_derived_key(node, hub):
-    registration_id = f"node-dps-{__import__('uuid').uuid4().hex[:6]}"
+    registration_id = f"node-dps-{uuid.uuid4().hex[:6]}"
     results = run_node(node, "dps.js", node_env(
         hub, PROVISIONING_HOST=hub.host_name, PROVISIONING_IDSCOPE=wellknown.DPS_ID_SCOPE,
         PROVISIONING_REGISTRATION_ID=registration_id, PROVISIONING_GROUP_KEY=wellknown.DPS_GROUP_KEY))

@@ -29,6 +29,7 @@ async function main() {
   const offline = `${prefix}-offline`;
   const online = `${prefix}-online`;
   let device;
+  let staleEtag;
 
   await step(results, 'create', async () => {
     const [created] = await call((cb) => registry.create({ deviceId: offline }, cb));
@@ -46,13 +47,12 @@ async function main() {
 
   await step(results, 'twinUpdate', async () => {
     const [twin] = await call((cb) => registry.getTwin(offline, cb));
-    const staleEtag = twin.etag;
+    staleEtag = twin.etag;
     const [updated] = await call((cb) => twin.update({ tags: { site: prefix }, properties: { desired: { interval: 5 } } }, cb));
-    results.staleEtag = { etag: staleEtag };
     return { etagChanged: updated.etag !== staleEtag, tags: updated.tags, interval: updated.properties.desired.interval };
   });
   await step(results, 'twinUpdateStaleEtag', () => call((cb) => registry.updateTwin(
-    offline, { tags: { site: 'stale' } }, results.staleEtag.etag, cb)));
+    offline, { tags: { site: 'stale' } }, staleEtag, cb)));
   await step(results, 'query', async () => {
     const query = registry.createQuery(`SELECT * FROM devices WHERE tags.site = '${prefix}'`, 100);
     const [page] = await call((cb) => query.next(cb));
