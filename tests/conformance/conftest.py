@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from emulator import loopback
-from emulator.server import EmulatorConfig, ThreadedEmulator
+from emulator.server import ThreadedEmulator
 from hubsettings import wellknown
-from tests.e2e.conftest import free_loopback_address
+from tests.e2e.conftest import isolated_config
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 NODE_PACKAGES = ("azure-iot-device", "azure-iot-device-mqtt", "azure-iothub", "azure-iot-provisioning-device",
@@ -77,9 +77,7 @@ class Hub:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("conformance")
-    config = EmulatorConfig(address=free_loopback_address(), data_dir=data_dir,
-                            discovery_file=data_dir / "discovery.json")
+    config = isolated_config(tmp_path_factory, "conformance")
     with ThreadedEmulator(config) as threaded:
         server = threaded.server
         info = server.info()

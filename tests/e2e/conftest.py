@@ -44,13 +44,17 @@ def free_loopback_address() -> str:
         pytest.skip(str(e))
 
 
+def isolated_config(tmp_path_factory, name: str = "emulator") -> EmulatorConfig:
+    """Default ports on a loopback address of its own; data and discovery file in a fresh temporary dir."""
+    data_dir = tmp_path_factory.mktemp(name)
+    return EmulatorConfig(address=free_loopback_address(), data_dir=data_dir,
+                          discovery_file=data_dir / "discovery.json")
+
+
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """A threaded emulator shared by a test module (tests use their own device ids)."""
-    data_dir = tmp_path_factory.mktemp("emulator")
-    config = EmulatorConfig(address=free_loopback_address(), data_dir=data_dir,
-                            discovery_file=data_dir / "discovery.json")
-    with ThreadedEmulator(config) as running:
+    with ThreadedEmulator(isolated_config(tmp_path_factory)) as running:
         yield running
 
 

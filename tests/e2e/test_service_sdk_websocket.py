@@ -18,9 +18,9 @@ from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 
 from emulator import loopback
-from emulator.server import EmulatorConfig, ThreadedEmulator
+from emulator.server import ThreadedEmulator
 from hubsettings import wellknown
-from tests.e2e.conftest import free_loopback_address
+from tests.e2e.conftest import isolated_config
 from tests.e2e.support import PortMappingProxy, unique_device_id, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -31,9 +31,8 @@ WAIT = 30.0
 @contextlib.contextmanager
 def emulator_at(tmp_path_factory, *, take_443_first: bool):
     """An emulator with default ports on its own address; take_443_first makes 443 unavailable to it."""
-    address = free_loopback_address()
-    data_dir = tmp_path_factory.mktemp("emulator-wss")
-    config = EmulatorConfig(address=address, data_dir=data_dir, discovery_file=data_dir / "discovery.json")
+    config = isolated_config(tmp_path_factory, "emulator-wss")
+    address = config.address
     with contextlib.ExitStack() as stack:
         if take_443_first and loopback.may_bind(wellknown.REST_PORT):
             taken = stack.enter_context(socket.socket())
