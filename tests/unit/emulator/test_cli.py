@@ -264,3 +264,21 @@ def test_a_subcommand_does_not_start_the_emulator(tmp_path):
     result = CliRunner().invoke(cli.main, ["--discovery-file", str(tmp_path / "d.json"), "dps", "compute-device-key",
                                            "--registration-id", "x"])
     assert result.exit_code == 0 and not (tmp_path / "d.json").exists() and "DEVELOPMENT ONLY" not in result.output
+
+
+# ---- loopback: which ports an emulator can have -----------------------------------------------------------
+
+def test_a_taken_port_is_not_free_but_a_refused_one_is_left_to_the_fallback(monkeypatch):
+    import errno
+
+    from emulator import loopback
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert loopback.bind_error("127.0.0.1", port) == errno.EADDRINUSE
+        assert not loopback.ports_free("127.0.0.1", [port])
+    assert loopback.bind_error("127.0.0.1", port) is None
+    monkeypatch.setattr(loopback, "bind_error", lambda address, p: errno.EACCES if p == 443 else None)
+    assert loopback.ports_free("127.0.0.1", [443, 9443])  # the emulator serves 9443 instead of 443
+    assert not loopback.may_bind(443)
