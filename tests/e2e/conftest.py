@@ -68,6 +68,7 @@ class EmulatorProcess:
         self.discovery_file = data_dir / "discovery.json"
         self.process: subprocess.Popen | None = None
         self.log = data_dir / "emulator.log"
+        self.info: dict = {}  # the discovery file it wrote at its last start (where it listens, its strings)
 
     @property
     def host_name(self) -> str:
@@ -93,12 +94,8 @@ class EmulatorProcess:
                 self.stop()
                 raise AssertionError(f"the emulator did not start:\n{self.log.read_text()}")
             time.sleep(0.05)
+        self.info = json.loads(self.discovery_file.read_text())
         return self
-
-    @property
-    def info(self) -> dict:
-        """The discovery file it wrote (where it listens, its connection strings)."""
-        return json.loads(self.discovery_file.read_text())
 
     @property
     def rest_port(self) -> int:
