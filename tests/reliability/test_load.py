@@ -152,7 +152,7 @@ async def test_a_thousand_devices_under_methods_and_reported_patches_lose_nothin
     connect_seconds = time.monotonic() - started
     device_ids = list(devices)
     ssl_context = ssl.create_default_context(cadata=emulator.ca_pem)
-    base = f"https://{emulator.host_name}:{wellknown.REST_PORT}"
+    base = f"https://{emulator.host_name}:{emulator.rest_port}"
     invoked: dict[int, str] = {}  # seq -> device id
     answers: Counter = Counter()  # seq -> 200 answers with the right payload
     failures: list[str] = []
@@ -166,7 +166,7 @@ async def test_a_thousand_devices_under_methods_and_reported_patches_lose_nothin
             device_id = rng.choice(device_ids)
             invoked[seq] = device_id
             body = {"methodName": "echo", "payload": {"seq": seq}, "responseTimeoutInSeconds": 60}
-            headers = {"Authorization": service_token(emulator.host_name, wellknown.REST_PORT)}
+            headers = {"Authorization": service_token(emulator.host_name, emulator.rest_port)}
             async with session.post(f"{base}/twins/{device_id}/methods?{API}", json=body, headers=headers) as response:
                 result = await response.json()
                 if response.status == 200 and result == {"status": 200, "payload": {"seq": seq}}:
@@ -215,7 +215,7 @@ async def test_a_thousand_devices_under_methods_and_reported_patches_lose_nothin
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context, limit=8)) as session:
         sample = device_ids if DEVICES <= 1000 else rng.sample(device_ids, 1000)
         async def check(device_id: str) -> None:
-            headers = {"Authorization": service_token(emulator.host_name, wellknown.REST_PORT)}
+            headers = {"Authorization": service_token(emulator.host_name, emulator.rest_port)}
             async with session.get(f"{base}/twins/{device_id}?{API}", headers=headers) as response:
                 reported = (await response.json())["properties"]["reported"]
             sent = len(devices[device_id].reports_sent)
