@@ -62,10 +62,9 @@ class StartError(click.ClickException):
               help="Throttle the service API as an IoT hub of this tier (one unit) does: past the limit, "
                    "429 ThrottlingException with Retry-After. Off by default.")
 @click.pass_context
-def main(ctx: click.Context, address: str, host_name: str | None, mqtt_port: int, rest_port: int | None, data_dir: Path | None,
-         in_memory: bool,
-         log_level: str, show_keys: bool, discovery_file: Path | None, no_discovery: bool,
-         throttle: str | None) -> None:
+def main(ctx: click.Context, address: str, host_name: str | None, mqtt_port: int, rest_port: int | None,
+         data_dir: Path | None, in_memory: bool, log_level: str, show_keys: bool, discovery_file: Path | None,
+         no_discovery: bool, throttle: str | None) -> None:
     """Run a local Azure IoT Hub emulator (devices over MQTT/TLS and DPS, services over HTTPS REST) with
     well-known development keys."""
     if ctx.invoked_subcommand is not None:

@@ -39,10 +39,13 @@ def handshake_failure(error: BaseException, ca_file: str) -> str:
         return "it spoke plain HTTP to the HTTPS port: use https://"
     if isinstance(error, (TimeoutError, asyncio.TimeoutError)):
         return f"it did not complete the TLS handshake within {HANDSHAKE_TIMEOUT:g} s"
-    # A TLS alert (OpenSSL clients: Python, curl, az) or a hang-up mid-handshake (Node.js) both mean,
-    # nearly always, that the client rejected the emulator's certificate.
-    what = f"TLS alert {reason}" if isinstance(error, ssl.SSLError) else "it hung up mid-handshake"
-    return f"{what}: {trust_hint(ca_file)}"
+    if isinstance(error, ssl.SSLError):
+        words = set(reason.split("_"))
+        if words & {"CA", "CERTIFICATE"}:  # OpenSSL clients (Python, curl, az) say so with an alert
+            return f"TLS alert {reason}: {trust_hint(ca_file)}"
+        return f"TLS error {reason} (the emulator speaks TLS 1.2 and 1.3)"
+    # Node.js hangs up mid-handshake when it rejects the certificate.
+    return f"it hung up mid-handshake: {trust_hint(ca_file)}"
 
 
 class _TlsAcceptor(asyncio.Protocol):

@@ -115,3 +115,20 @@ async def test_stopping_with_a_handshake_in_progress(hub, certificates):
     await asyncio.wait_for(running.stop(), 30)
     assert await asyncio.wait_for(reader.read(), 30) == b""
     writer.close()
+
+
+@pytest.mark.parametrize("error, says", [
+    (ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca"),
+     "TLS alert TLSV1_ALERT_UNKNOWN_CA: the client did not trust"),
+    (ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] bad certificate"),
+     "TLS alert SSLV3_ALERT_BAD_CERTIFICATE: the client did not trust"),
+    (ssl.SSLError(1, "[SSL: UNSUPPORTED_PROTOCOL] unsupported protocol"),
+     "TLS error UNSUPPORTED_PROTOCOL (the emulator speaks TLS 1.2 and 1.3)"),
+    (ssl.SSLError(1, "[SSL: HTTP_REQUEST] http request"), "it spoke plain HTTP to the HTTPS port: use https://"),
+    (ConnectionResetError(), "it hung up mid-handshake: the client did not trust"),
+    (TimeoutError(), "it did not complete the TLS handshake within 10 s"),
+])
+def test_each_failure_gets_its_likely_fix(error, says):
+    if isinstance(error, ssl.SSLError):  # as OpenSSL fills them in
+        error.reason = str(error.args[1]).split("]")[0].removeprefix("[SSL: ")
+    assert listener.handshake_failure(error, "/ca.pem").startswith(says)
