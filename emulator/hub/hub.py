@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from hubsettings import wellknown
@@ -22,6 +23,9 @@ from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodRe
 from .provisioning import GroupEnrollment, IndividualEnrollment, Provisioning, RegistrationState
 from .registry import Device, Registry, Status
 from .telemetry import DEFAULT_CAPACITY, TelemetryBuffer, TelemetryMessage
+from .queries import run_query
+from .query import Query
+from .twin_views import TwinViews
 from .twins import Twin, twin_document
 
 
@@ -57,6 +61,7 @@ class Hub:
         self._store: Store = store if store is not None else SqliteStore.in_memory()
         self.registry = Registry(clock)
         self.twins: dict[str, Twin] = {}
+        self.views = TwinViews(self._twin_document_of)  # what queries and job selection read
         self.methods = MethodCalls(clock)
         self.telemetry = TelemetryBuffer(telemetry_capacity)
         self.provisioning = Provisioning(id_scope)
@@ -90,6 +95,7 @@ class Hub:
                 self.twins[twin.device_id] = twin
         for device in self.registry.list():
             self.twins.setdefault(device.device_id, Twin(device.device_id))
+            self.views.changed(device.device_id)
         for record in self._store.load(store_kinds.ENROLLMENTS):
             self.provisioning.add_individual(IndividualEnrollment(**record))
         for record in self._store.load(store_kinds.REGISTRATIONS):
@@ -99,9 +105,18 @@ class Hub:
 
     def _save_device(self, device: Device) -> None:
         self._store.put(store_kinds.DEVICES, device.device_id, device.to_record())
+        self.views.changed(device.device_id)
 
     def _save_twin(self, twin: Twin) -> None:
         self._store.put(store_kinds.TWINS, twin.device_id, twin.to_record())
+        self.views.changed(twin.device_id)
+
+    def _touch(self, device_id: str) -> None:
+        """Any message from the device: its lastActivityTime moves (not saved, as before)."""
+        device = self.registry.find(device_id)
+        if device is not None:
+            self.registry.touch(device_id)
+            self.views.touched(device_id, device.last_activity_time)
 
     # ---- well-known development credentials ------------------------------------------------------
     def register_well_known(self) -> None:
@@ -140,6 +155,7 @@ class Hub:
     def delete_device(self, device_id: str, *, if_match: str | None = None) -> None:
         self.registry.delete(device_id, if_match=if_match)
         self.twins.pop(device_id, None)
+        self.views.removed(device_id)
         self._store.delete(store_kinds.DEVICES, device_id)
         self._store.delete(store_kinds.TWINS, device_id)
         self.methods.fail_device(device_id, DeviceNotFound(f"Device {device_id} was deleted"))
@@ -166,9 +182,17 @@ class Hub:
         return twin_document(self.registry.get(device_id), self._twin(device_id), self._clock())
 
     def twin_documents(self) -> list[dict[str, Any]]:
-        """Every twin as IoT Hub presents it: what queries run over."""
-        now = self._clock()
-        return [twin_document(device, self.twins[device.device_id], now) for device in self.registry.list()]
+        """Every twin as IoT Hub presents it (read-only documents shared with queries)."""
+        return self.views.documents()
+
+    async def query(self, query: Query, device_jobs: Iterable[dict] = ()) -> list[dict[str, Any]]:
+        """Every row of a parsed query, without holding up the event loop; rows are read-only.
+        `device_jobs`: the job scheduler's records, which `FROM devices.jobs` reads."""
+        return await run_query(query, self.views, device_jobs)
+
+    def _twin_document_of(self, device_id: str) -> dict[str, Any] | None:
+        device, twin = self.registry.find(device_id), self.twins.get(device_id)
+        return None if device is None or twin is None else twin_document(device, twin, self._clock())
 
     def update_twin(self, device_id: str, patch: dict[str, Any], *, if_match: str | None = None) -> dict[str, Any]:
         """PATCH /twins/{id}: merge `tags` and `properties.desired`; pushes the desired patch."""
@@ -280,24 +304,24 @@ class Hub:
 
     def device_twin(self, device_id: str) -> dict[str, Any]:
         """The body of the reply to a device's twin GET."""
-        self.registry.touch(device_id)
+        self._touch(device_id)
         return self._twin(device_id).for_device()
 
     def report_properties(self, device_id: str, patch: Any) -> int:
         """A device's reported-properties patch; returns the new reported $version."""
         twin = self._twin(device_id)
-        self.registry.touch(device_id)
+        self._touch(device_id)
         version = twin.patch_reported(patch, self._clock())
         self._save_twin(twin)
         return version
 
     def method_response(self, device_id: str, rid: str, status: int, body: bytes) -> bool:
-        self.registry.touch(device_id)
+        self._touch(device_id)
         return self.methods.complete(device_id, rid, status, parse_response_payload(body))
 
     def receive_telemetry(self, device_id: str, body: bytes, properties: dict[str, str] | None = None,
                           system_properties: dict[str, str] | None = None) -> TelemetryMessage:
-        self.registry.touch(device_id)
+        self._touch(device_id)
         message = TelemetryMessage(device_id, body, dict(properties or {}), dict(system_properties or {}),
                                    self._clock())
         self.telemetry.add(message)

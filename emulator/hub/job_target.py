@@ -4,18 +4,18 @@ then scheduler.restore(hub.saved_jobs()) before scheduler.run()."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from .hub import Hub
+from .query import Condition
 
 
 class HubJobTarget:
     def __init__(self, hub: Hub):
         self.hub = hub
 
-    def twin_documents(self) -> Iterable[dict]:
-        return self.hub.twin_documents()
+    async def select_devices(self, condition: Condition) -> list[str]:
+        return [twin["deviceId"] for twin in await self.hub.views.select(condition)]
 
     async def invoke_method(self, device_id: str, method_name: str, payload: Any, response_timeout: int,
                             connect_timeout: int) -> tuple[int, Any]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from .jobs_errors import JobAlreadyExists, JobError, JobNotFound
@@ -40,6 +40,8 @@ from .jobs_state import (
     DeviceJob,
     Job,
 )
+from .query import Condition
+from .slices import Slices
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,10 @@ _ERROR_NAMES = {404001: "DeviceNotFound", 404103: "DeviceNotOnline", 504101: "Ga
 
 
 class JobTarget(Protocol):
-    """What the scheduler needs from the hub: twins to select from, and two ways to act on a device."""
+    """What the scheduler needs from the hub: devices to select, and two ways to act on a device."""
 
-    def twin_documents(self) -> Iterable[dict]:
-        """Current twin JSON of every device (as GET /twins/{id} returns it)."""
+    async def select_devices(self, condition: Condition) -> list[str]:
+        """The ids of the devices whose twin matches `condition`, in registration order."""
 
     async def invoke_method(
         self, device_id: str, method_name: str, payload: Any, response_timeout: int, connect_timeout: int
@@ -117,6 +119,7 @@ class JobScheduler:
         self._unsaved: set[str] = set()  # jobs with device progress not yet handed to persist
         self._flush_timer: asyncio.TimerHandle | None = None
         self._poll_interval = poll_interval
+        self._max_concurrent_methods = max_concurrent_methods
         self._method_slots = asyncio.Semaphore(max_concurrent_methods)
         self._jobs: dict[str, Job] = {}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -162,7 +165,13 @@ class JobScheduler:
 
     def device_job_documents(self) -> list[dict]:
         """Every per-device record of every job: the collection `FROM devices.jobs` queries."""
-        return [device.to_json() for job in self._jobs.values() for device in job.devices.values()]
+        return list(self.iter_device_job_documents())
+
+    def iter_device_job_documents(self) -> Iterator[dict]:
+        """The same records one at a time (a query over them can pause between records)."""
+        for job in list(self._jobs.values()):
+            for device in list(job.devices.values()):
+                yield device.to_json()
 
     def restore(self, snapshots: Iterable[dict]) -> None:
         """Bring back jobs saved through the persistence hook (call before run())."""
@@ -262,28 +271,40 @@ class JobScheduler:
 
     def _start(self, job: Job, now: float) -> None:
         job.status, job.started_at = RUNNING, now
-        condition = job.spec.condition
-        try:
-            twins = list(self._target.twin_documents())
-        except Exception as error:  # the job cannot run, but the scheduler must keep going
-            log.exception("job %s could not read the device twins", job.job_id)
-            job.failure_reason = f"Could not select the job's devices: {error}"
-            self._end(job, FAILED, now)
-            return
-        for twin in twins:
-            device_id = twin.get("deviceId")
-            if isinstance(device_id, str) and device_id not in job.devices and condition.matches(twin):
-                job.devices[device_id] = DeviceJob(
-                    device_id, job.job_id, job.spec.type, created=now, start=now, last_updated=now
-                )
-        self._save(job)
-        task = asyncio.ensure_future(self._execute(job))
+        task = asyncio.ensure_future(self._run(job))
         self._tasks[job.job_id] = task
         task.add_done_callback(lambda _task, job_id=job.job_id: self._tasks.pop(job_id, None))
 
+    async def _run(self, job: Job) -> None:
+        if await self._select_devices(job):
+            await self._execute(job)
+
+    async def _select_devices(self, job: Job) -> bool:
+        """Fill in the job's devices (the query yields while it scans); False if the job cannot run."""
+        try:
+            device_ids = await self._target.select_devices(job.spec.condition)
+        except Exception as error:  # the job cannot run, but the scheduler must keep going
+            log.exception("job %s could not select its devices", job.job_id)
+            job.failure_reason = f"Could not select the job's devices: {error}"
+            self._end(job, FAILED, self._clock())
+            return False
+        if job.finished:  # cancelled or expired while the devices were being selected
+            return False
+        start = job.started_at if job.started_at is not None else self._clock()
+        slices = Slices()
+        for device_id in device_ids:
+            if device_id not in job.devices:
+                job.devices[device_id] = DeviceJob(device_id, job.job_id, job.spec.type, created=start,
+                                                   start=start, last_updated=start)
+            await slices.pause_if_due()
+        self._save(job)
+        return True
+
     async def _execute(self, job: Job) -> None:
         if job.spec.type == METHOD_JOB:
-            await asyncio.gather(*(self._invoke(job, device) for device in job.devices.values()))
+            # A few workers take the devices in turn: not one task per device of a 10,000-device job.
+            devices = iter(list(job.devices.values()))
+            await asyncio.gather(*(self._invoke_each(job, devices) for _ in range(self._max_concurrent_methods)))
         else:
             patch = twin_patch(job.spec.update_twin or {})
             for device in job.devices.values():
@@ -291,6 +312,10 @@ class JobScheduler:
                 await asyncio.sleep(0)  # let cancel() and deadlines interleave with big fleets
         if not job.finished:
             self._end(job, COMPLETED, self._clock())
+
+    async def _invoke_each(self, job: Job, devices: Iterator[DeviceJob]) -> None:
+        for device in devices:
+            await self._invoke(job, device)
 
     async def _invoke(self, job: Job, device: DeviceJob) -> None:
         method = job.spec.cloud_to_device_method or {}

@@ -85,6 +85,15 @@ def diff_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars), several times faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()} if value else {}
+    if isinstance(value, list):
+        return [json_copy(item) for item in value]
+    return value
+
+
 def _size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
@@ -117,11 +126,11 @@ class TwinSection:
 
     def for_device(self) -> dict[str, Any]:
         """What the device sees in a twin GET: the properties and $version, no metadata."""
-        return {**copy.deepcopy(self.properties), "$version": self.version}
+        return {**json_copy(self.properties), "$version": self.version}
 
     def for_service(self, now: float) -> dict[str, Any]:
-        metadata = copy.deepcopy(self.metadata) or {"$lastUpdated": iso_timestamp(now)}
-        return {**copy.deepcopy(self.properties), "$metadata": metadata, "$version": self.version}
+        metadata = json_copy(self.metadata) or {"$lastUpdated": iso_timestamp(now)}
+        return {**json_copy(self.properties), "$metadata": metadata, "$version": self.version}
 
     def to_record(self) -> dict[str, Any]:
         return {"properties": self.properties, "metadata": self.metadata, "version": self.version}
@@ -234,7 +243,7 @@ def twin_document(device: Device, twin: Twin, now: float) -> dict[str, Any]:
         "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
         "modelId": device.model_id,
         "version": twin.version,
-        "tags": copy.deepcopy(twin.tags),
+        "tags": json_copy(twin.tags),
         "properties": {"desired": twin.desired.for_service(now), "reported": twin.reported.for_service(now)},
         "capabilities": {"iotEdge": False},
     }

@@ -311,7 +311,7 @@ async def test_late_answers_after_cancel_change_nothing(clock: FakeClock) -> Non
 
 async def test_a_target_that_cannot_list_twins_fails_the_job_not_the_scheduler(clock: FakeClock) -> None:
     class Broken(FakeTarget):
-        def twin_documents(self) -> list[dict]:
+        async def select_devices(self, condition) -> list[str]:
             raise RuntimeError("registry unavailable")
 
     scheduler = JobScheduler(Broken(FLEET), clock)
