@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -28,6 +29,7 @@ TWINS = "twin"
 ENROLLMENTS = "enrollment"
 REGISTRATIONS = "registration"  # DPS registrations: which devices DPS created (and may re-key)
 JOBS = "job"
+JOB_DEVICES = "job_device"  # one job's row for one device, keyed "{jobId}/{deviceId}"
 
 
 class StoreError(RuntimeError):
@@ -37,6 +39,7 @@ class StoreError(RuntimeError):
 class Store(Protocol):
     def load(self, kind: str) -> list[dict[str, Any]]: ...
     def put(self, kind: str, key: str, record: dict[str, Any]) -> None: ...
+    def put_many(self, kind: str, records: Iterable[tuple[str, dict[str, Any]]]) -> None: ...
     def delete(self, kind: str, key: str) -> None: ...
     def close(self) -> None: ...
 
@@ -88,6 +91,19 @@ class SqliteStore:
         with self._lock:
             self._db.execute("INSERT INTO records (kind, key, body) VALUES (?, ?, ?) "
                              "ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body", (kind, key, body))
+
+    def put_many(self, kind: str, records: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """(key, record) pairs in one transaction: all are kept, or none (bulk registration)."""
+        rows = [(kind, key, json.dumps(record, separators=(",", ":"))) for key, record in records]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO records (kind, key, body) VALUES (?, ?, ?) "
+                                     "ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def delete(self, kind: str, key: str) -> None:
         with self._lock:

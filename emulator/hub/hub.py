@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hubsettings import wellknown
@@ -37,6 +38,17 @@ class DeviceLink(Protocol):
     def disconnect_device(self, device_id: str) -> None: ...
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: drop what the link keeps for it (MQTT persistent session, ...)."""
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    """One device of a bulk registration (`Hub.create_devices`)."""
+
+    device_id: str
+    primary_key: str | None = None
+    secondary_key: str | None = None
+    status: Status = "enabled"
+    tags: dict[str, Any] | None = None
 
 
 class DeviceDisabled(IotHubUnauthorizedAccess):
@@ -127,14 +139,39 @@ class Hub:
         self.provisioning.add_group(GroupEnrollment(wellknown.DPS_GROUP_ENROLLMENT, wellknown.DPS_GROUP_KEY))
 
     # ---- registry --------------------------------------------------------------------------------
-    def create_device(self, device_id: str, *, primary_key: str | None = None,
-                      secondary_key: str | None = None, status: Status = "enabled") -> Device:
+    def create_device(self, device_id: str, *, primary_key: str | None = None, secondary_key: str | None = None,
+                      status: Status = "enabled", status_reason: str | None = None) -> Device:
         device = self.registry.create(device_id, primary_key=primary_key, secondary_key=secondary_key,
-                                      status=status)
+                                      status=status, status_reason=status_reason)
         twin = self.twins[device_id] = Twin(device_id)
         self._save_device(device)
         self._save_twin(twin)
         return device
+
+    def create_devices(self, new_devices: Sequence[NewDevice]) -> list[Device]:
+        """Register many devices at once (bulk import), all or nothing: every one is validated before
+        any is added, and they are saved in one store transaction."""
+        seen: set[str] = set()
+        created: list[tuple[Device, Twin]] = []
+        now = self._clock()
+        for new in new_devices:
+            if new.device_id in seen:
+                raise DeviceAlreadyExists(f"Device '{new.device_id}' appears twice in the request")
+            seen.add(new.device_id)
+            device = self.registry.new_device(new.device_id, primary_key=new.primary_key,
+                                              secondary_key=new.secondary_key, status=new.status)
+            twin = Twin(new.device_id)
+            if new.tags:
+                twin.update(new.tags, None, now)
+            created.append((device, twin))
+        # Everything is valid: from here on nothing can fail.
+        self._store.put_many(store_kinds.DEVICES, ((d.device_id, d.to_record()) for d, _ in created))
+        self._store.put_many(store_kinds.TWINS, ((t.device_id, t.to_record()) for _, t in created))
+        for device, twin in created:
+            self.registry.load(device)
+            self.twins[device.device_id] = twin
+            self.views.changed(device.device_id)
+        return [device for device, _ in created]
 
     def get_device(self, device_id: str) -> Device:
         return self.registry.get(device_id)
@@ -374,12 +411,27 @@ class Hub:
         return self.methods.expire()
 
     # ---- persistence for the job scheduler (emulator/hub/jobs.py) ---------------------------------
-    def save_job(self, snapshot: dict[str, Any]) -> None:
-        """The scheduler's persistence hook: keep a job snapshot across restarts."""
-        self._store.put(store_kinds.JOBS, str(snapshot["job"]["jobId"]), snapshot)
+    def save_job(self, changes: dict[str, Any]) -> None:
+        """The scheduler's persistence hook: the job, and the device rows that changed (merged by
+        deviceId into those saved before), kept across restarts."""
+        job_id = str(changes["job"]["jobId"])
+        self._store.put(store_kinds.JOBS, job_id, {k: v for k, v in changes.items() if k != "devices"})
+        rows = changes.get("devices") or ()
+        if rows:
+            self._store.put_many(store_kinds.JOB_DEVICES, ((f"{job_id}/{row['deviceId']}", row) for row in rows))
 
     def saved_jobs(self) -> list[dict[str, Any]]:
-        return self._store.load(store_kinds.JOBS)
+        """Every saved job as one snapshot with all its device rows (what `JobScheduler.restore` reads)."""
+        jobs = {str(saved["job"]["jobId"]): saved for saved in self._store.load(store_kinds.JOBS)}
+        rows: dict[str, dict[str, dict[str, Any]]] = {job_id: {} for job_id in jobs}
+        for job_id, saved in list(jobs.items()):  # snapshots written whole by earlier versions: split them
+            if saved.get("devices"):
+                self.save_job(saved)
+                jobs[job_id] = {k: v for k, v in saved.items() if k != "devices"}
+        for row in self._store.load(store_kinds.JOB_DEVICES):
+            if row.get("jobId") in rows:
+                rows[row["jobId"]][row["deviceId"]] = row
+        return [{**saved, "devices": list(rows[job_id].values())} for job_id, saved in jobs.items()]
 
     # ---- DPS -------------------------------------------------------------------------------------
     def add_enrollment(self, enrollment: IndividualEnrollment) -> None:

@@ -66,6 +66,9 @@ class JobTarget(Protocol):
         """Apply {"tags": .., "properties": {"desired": ..}} to one twin (raise as above on failure)."""
 
 
+#: Changed device rows handed to `persist` at most per snapshot while a job runs.
+SAVE_CHUNK = 1000
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 Persist = Callable[[dict], None]
@@ -106,9 +109,10 @@ class JobScheduler:
         poll_interval: float = 1.0,
         persist_batch_seconds: float | None = None,
     ) -> None:
-        """`persist_batch_seconds`: None hands every change to `persist` at once. A number hands
-        per-device progress over at most that often (job creation, start and end still at once):
-        a snapshot holds every device's row, so a 10,000-device job cannot afford one per change."""
+        """`persist` receives `Job.changes()`: the job and the device rows changed since its last call
+        (the store merges rows by deviceId). `persist_batch_seconds`: None hands every change over at
+        once; a number hands per-device progress over at most that often, or when SAVE_CHUNK rows are
+        waiting (job creation, start and end still at once)."""
         if max_concurrent_methods < 1:
             raise ValueError("max_concurrent_methods must be at least 1")
         self._target = target
@@ -294,8 +298,10 @@ class JobScheduler:
         slices = Slices()
         for device_id in device_ids:
             if device_id not in job.devices:
-                job.devices[device_id] = DeviceJob(device_id, job.job_id, job.spec.type, created=start,
-                                                   start=start, last_updated=start)
+                job.add_device(DeviceJob(device_id, job.job_id, job.spec.type, created=start, start=start,
+                                         last_updated=start))
+                if len(job.unsaved) >= SAVE_CHUNK:
+                    self._save(job)
             await slices.pause_if_due()
         self._save(job)
         return True
@@ -307,15 +313,18 @@ class JobScheduler:
             await asyncio.gather(*(self._invoke_each(job, devices) for _ in range(self._max_concurrent_methods)))
         else:
             patch = twin_patch(job.spec.update_twin or {})
-            for device in job.devices.values():
+            slices = Slices()
+            for device in list(job.devices.values()):
                 self._update_twin(job, device, patch)
-                await asyncio.sleep(0)  # let cancel() and deadlines interleave with big fleets
+                await slices.pause_if_due()  # let cancel() and deadlines interleave with big fleets
         if not job.finished:
             self._end(job, COMPLETED, self._clock())
 
     async def _invoke_each(self, job: Job, devices: Iterator[DeviceJob]) -> None:
+        slices = Slices()  # calls that fail at once (device offline) never suspend on their own
         for device in devices:
             await self._invoke(job, device)
+            await slices.pause_if_due()
 
     async def _invoke(self, job: Job, device: DeviceJob) -> None:
         method = job.spec.cloud_to_device_method or {}
@@ -351,13 +360,13 @@ class JobScheduler:
         self._finish_device(job, device, COMPLETED, outcome={"deviceMethodResponse": None})
 
     def _mark_running(self, job: Job, device: DeviceJob) -> None:
-        device.status, device.last_updated = RUNNING, self._clock()
+        job.device_running(device, self._clock())
         self._save_progress(job)
 
     def _finish_device(self, job: Job, device: DeviceJob, status: str, **result: Any) -> None:
         if device.finished or job.finished:
             return  # a late answer after cancel or expiry changes nothing
-        device.finish(status, self._clock(), **result)
+        job.finish_device(device, status, self._clock(), **result)
         self._save_progress(job)
 
     def _expire(self, job: Job, now: float) -> None:
@@ -379,8 +388,8 @@ class JobScheduler:
 
     def _save_progress(self, job: Job) -> None:
         """Per-device progress: saved now, or with the next batch (see persist_batch_seconds)."""
-        if self._persist_batch_seconds is None or self._persist_hook is None:
-            self._save(job)
+        if self._persist_batch_seconds is None or self._persist_hook is None or len(job.unsaved) >= SAVE_CHUNK:
+            self._save(job)  # (a full chunk now: one save never writes a whole big fleet's rows)
             return
         self._unsaved.add(job.job_id)
         if self._flush_timer is None:
@@ -397,9 +406,10 @@ class JobScheduler:
     def _save(self, job: Job) -> None:
         self._unsaved.discard(job.job_id)
         if self._persist_hook is None:
+            job.unsaved.clear()
             return
         try:
-            self._persist_hook(job.snapshot())
+            self._persist_hook(job.changes())
         except Exception:  # storage trouble must not stop devices being served
             log.exception("could not persist job %s", job.job_id)
 

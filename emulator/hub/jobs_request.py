@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
+from .clock import iso_timestamp, parse_timestamp
 from .errors import HubError
 from .jobs_errors import JobArgumentInvalid, JobArgumentNull
 from .query import Condition, QuerySyntaxError, parse_condition
@@ -88,21 +88,9 @@ def parse_job_request(body: Any, now: float, job_id: str | None = None) -> JobSp
     )
 
 
-def parse_utc(text: str) -> float:
-    """ISO 8601 -> epoch seconds; a time without a zone is UTC (the SDK may send one)."""
-    cleaned = text.strip()
-    # Python 3.11 takes at most 6 fractional digits in some layouts; .NET writes 7.
-    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", cleaned)
-    moment = datetime.fromisoformat(cleaned.replace("z", "Z"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-def format_utc(epoch_seconds: float) -> str:
-    """Epoch seconds -> ISO 8601 UTC with a Z, as IoT Hub writes times."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+#: Kept under these names for the job modules; the one implementation is in clock.py.
+parse_utc = parse_timestamp
+format_utc = iso_timestamp
 
 
 def _start_time(value: Any, now: float) -> float:

@@ -152,18 +152,26 @@ class Registry:
 
     def create(self, device_id: str, *, primary_key: str | None = None, secondary_key: str | None = None,
                status: Status = "enabled", status_reason: str | None = None) -> Device:
+        device = self.new_device(device_id, primary_key=primary_key, secondary_key=secondary_key, status=status,
+                                 status_reason=status_reason)
+        self._devices[device_id] = device
+        return device
+
+    def new_device(self, device_id: str, *, primary_key: str | None = None, secondary_key: str | None = None,
+                   status: Status = "enabled", status_reason: str | None = None) -> Device:
+        """A validated device that is not registered yet (`load()` registers it)."""
         validate_device_id(device_id)
         if device_id in self._devices:
             raise DeviceAlreadyExists(f"A device with ID '{device_id}' is already registered")
         _check_status(status)
+        if status_reason is not None and not isinstance(status_reason, str):
+            raise ArgumentInvalid("statusReason must be a string")
         now = iso_timestamp(self._clock())
-        device = Device(
+        return Device(
             device_id=device_id,
             primary_key=_check_key(primary_key, "primary") if primary_key else new_symmetric_key(),
             secondary_key=_check_key(secondary_key, "secondary") if secondary_key else new_symmetric_key(),
             status=status, status_reason=status_reason, status_updated_time=now)
-        self._devices[device_id] = device
-        return device
 
     def update(self, device_id: str, *, if_match: str | None = None, status: Status | None = None,
                status_reason: str | None = None, primary_key: str | None = None,
