@@ -308,9 +308,7 @@ class JobScheduler:
 
     async def _execute(self, job: Job) -> None:
         if job.spec.type == METHOD_JOB:
-            # A few workers take the devices in turn: not one task per device of a 10,000-device job.
-            devices = iter(list(job.devices.values()))
-            await asyncio.gather(*(self._invoke_each(job, devices) for _ in range(self._max_concurrent_methods)))
+            await self._invoke_all(job)
         else:
             patch = twin_patch(job.spec.update_twin or {})
             slices = Slices()
@@ -320,11 +318,28 @@ class JobScheduler:
         if not job.finished:
             self._end(job, COMPLETED, self._clock())
 
-    async def _invoke_each(self, job: Job, devices: Iterator[DeviceJob]) -> None:
-        slices = Slices()  # calls that fail at once (device offline) never suspend on their own
-        for device in devices:
-            await self._invoke(job, device)
-            await slices.pause_if_due()
+    async def _invoke_all(self, job: Job) -> None:
+        """At most max_concurrent_methods calls in flight, started by this one task: its slices bound
+        how long the loop runs job work at a stretch (calls that fail at once never suspend), and a
+        10,000-device job holds a handful of tasks, not one per device."""
+        slices = Slices()
+        in_flight: set[asyncio.Future[None]] = set()
+        try:
+            for device in list(job.devices.values()):
+                while len(in_flight) >= self._max_concurrent_methods:
+                    _, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                if job.finished:
+                    break
+                if not device.finished:
+                    in_flight.add(asyncio.ensure_future(self._invoke(job, device)))
+                await slices.pause_if_due()
+            if in_flight:
+                await asyncio.gather(*in_flight)
+        except asyncio.CancelledError:  # cancel() or the time limit: calls in flight must not reach devices
+            for call in in_flight:
+                call.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            raise
 
     async def _invoke(self, job: Job, device: DeviceJob) -> None:
         method = job.spec.cloud_to_device_method or {}
