@@ -1,15 +1,17 @@
-"""The Hub facade: the one object every front (MQTT, REST, job scheduler, in-process API) calls.
+"""The Hub: the emulator's one backend object, which every front (MQTT, REST, in-process API) calls.
 
-It composes the registry, twins, method calls, telemetry and DPS enrollments, authenticates devices
-and service policies, persists through the store port, and pushes device-bound traffic through a
-`DeviceLink` (the MQTT front). Not thread-safe: use it from one thread (the server's event loop).
+It owns the registry, twins, method calls, telemetry, DPS enrollments and registrations, the job
+scheduler (`jobs`, restored from the store when the hub opens) and queries (`query`: it decides which
+collection a query reads). It authenticates devices and service policies, persists through the store
+port, and pushes device-bound traffic through a `DeviceLink` (the MQTT front). Fronts only translate
+between the wire and these calls. Not thread-safe: use it from one thread (the server's event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,9 +19,12 @@ from hubsettings import wellknown
 from hubsettings.sas import SasError, SasToken, parse_token
 
 from .. import store as store_kinds
+from . import long_lived
 from ..store import SqliteStore, Store
 from .clock import Clock, system_clock
 from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, IotHubUnauthorizedAccess
+from .job_target import HubJobTarget
+from .jobs import JobScheduler
 from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodResult, parse_response_payload
 from .provisioning import GroupEnrollment, IndividualEnrollment, Provisioning, RegistrationState
 from .registry import Device, Registry, Status
@@ -28,6 +33,10 @@ from .queries import run_query
 from .query import Query
 from .twin_views import TwinViews
 from .twins import Twin, twin_document
+
+
+#: Per-device job progress reaches the store at most this often (or per 1,000 rows; see jobs.py).
+JOB_PERSIST_BATCH_SECONDS = 0.5
 
 
 class DeviceLink(Protocol):
@@ -82,6 +91,9 @@ class Hub:
         self.connections_total: Counter[str] = Counter()  # accepted device connections, by device id
         self._online: set[str] = set()
         self._link: DeviceLink | None = None
+        # Jobs survive restarts through the store; one interrupted mid-run ends `failed` (jobs.py).
+        self.jobs = JobScheduler(HubJobTarget(self), clock, persist=self.save_job,
+                                 persist_batch_seconds=JOB_PERSIST_BATCH_SECONDS)
         self._load()
 
     # ---- wiring ----------------------------------------------------------------------------------
@@ -114,6 +126,8 @@ class Hub:
             if record.get("device_id") in self.registry:
                 state = RegistrationState(**record)
                 self.registrations[state.registration_id] = state
+        self.jobs.restore(self.saved_jobs())
+        long_lived.settle(len(self.registry))
 
     def _save_device(self, device: Device) -> None:
         self._store.put(store_kinds.DEVICES, device.device_id, device.to_record())
@@ -171,6 +185,7 @@ class Hub:
             self.registry.load(device)
             self.twins[device.device_id] = twin
             self.views.changed(device.device_id)
+        long_lived.settle(len(created))
         return [device for device, _ in created]
 
     def get_device(self, device_id: str) -> Device:
@@ -222,10 +237,11 @@ class Hub:
         """Every twin as IoT Hub presents it (read-only documents shared with queries)."""
         return self.views.documents()
 
-    async def query(self, query: Query, device_jobs: Iterable[dict] = ()) -> list[dict[str, Any]]:
+    async def query(self, query: Query, jobs: JobScheduler | None = None) -> list[dict[str, Any]]:
         """Every row of a parsed query, without holding up the event loop; rows are read-only.
-        `device_jobs`: the job scheduler's records, which `FROM devices.jobs` reads."""
-        return await run_query(query, self.views, device_jobs)
+        `FROM devices.jobs` reads the records of `jobs` (default: this hub's own scheduler)."""
+        scheduler = jobs if jobs is not None else self.jobs
+        return await run_query(query, self.views, scheduler.iter_device_job_documents())
 
     def _twin_document_of(self, device_id: str) -> dict[str, Any] | None:
         device, twin = self.registry.find(device_id), self.twins.get(device_id)

@@ -1,13 +1,14 @@
-"""The hub as the job scheduler's `JobTarget` (emulator/hub/jobs.py): twins to select from, methods
-and twin updates to apply. Wiring (issue 5): JobScheduler(HubJobTarget(hub), persist=hub.save_job),
-then scheduler.restore(hub.saved_jobs()) before scheduler.run()."""
+"""The hub as the job scheduler's `JobTarget` (emulator/hub/jobs.py): devices to select, methods and
+twin updates to apply. The hub builds its own scheduler over it (`Hub.jobs`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .hub import Hub
 from .query import Condition
+
+if TYPE_CHECKING:
+    from .hub import Hub
 
 
 class HubJobTarget:

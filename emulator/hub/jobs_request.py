@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from hubsettings import limits
+
 from .clock import iso_timestamp, parse_timestamp
 from .errors import HubError
 from .jobs_errors import JobArgumentInvalid, JobArgumentNull
@@ -21,9 +23,9 @@ METHOD_JOB = "scheduleDeviceMethod"
 TWIN_JOB = "scheduleUpdateTwin"
 JOB_TYPES = (METHOD_JOB, TWIN_JOB)
 
-MAX_PAYLOAD_BYTES = 128 * 1024
-DEFAULT_RESPONSE_TIMEOUT = 30
-DEFAULT_CONNECT_TIMEOUT = 0
+MAX_PAYLOAD_BYTES = limits.METHOD_PAYLOAD_MAX_BYTES
+DEFAULT_RESPONSE_TIMEOUT = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT
+DEFAULT_CONNECT_TIMEOUT = limits.METHOD_CONNECT_TIMEOUT_DEFAULT
 #: What the emulator assumes when a request gives no maxExecutionTimeInSeconds.
 DEFAULT_MAX_EXECUTION_SECONDS = 3600
 
@@ -136,10 +138,10 @@ def _method(method: Any) -> dict:
         "methodName": name,
         "payload": payload,
         "responseTimeoutInSeconds": _timeout(
-            method, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT, 5, 300
+            method, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT, *limits.METHOD_RESPONSE_TIMEOUT_RANGE
         ),
         "connectTimeoutInSeconds": _timeout(
-            method, "connectTimeoutInSeconds", DEFAULT_CONNECT_TIMEOUT, 0, 300
+            method, "connectTimeoutInSeconds", DEFAULT_CONNECT_TIMEOUT, *limits.METHOD_CONNECT_TIMEOUT_RANGE
         ),
     }
 

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
+from . import long_lived
 from .query.nodes import UNDEFINED, And, Condition, Equal, In, Literal, Path, json_kind
 from .slices import Slices
 
@@ -133,17 +134,23 @@ class TwinViews:
 
     def refresh(self) -> None:
         """Bring every document up to date now (synchronous callers; cost: the changed devices)."""
+        built = 0
         while self._stale:
             for device_id in list(self._stale):  # (popping a dict's first key again and again is O(n^2))
                 self._refresh_one(device_id)
+                built += 1
+        long_lived.settle(built)
 
     async def refresh_in_slices(self) -> None:
         slices = Slices()
+        built = 0
         while self._stale:
             for device_id in list(self._stale):
                 if device_id in self._stale:  # not rebuilt (or removed) while this loop yielded
                     self._refresh_one(device_id)
+                    built += 1
                 await slices.pause_if_due()
+        long_lived.settle(built)
 
     def documents(self) -> list[Document]:
         """Every current document (read-only), in registration order."""

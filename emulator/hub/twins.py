@@ -13,13 +13,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hubsettings import limits
+
 from .clock import iso_timestamp
 from .errors import ArgumentInvalid, MessageTooLarge
 from .registry import Device, check_if_match
 
-MAX_SECTION_BYTES = 32 * 1024  # desired and reported, each
-MAX_TAGS_BYTES = 8 * 1024
-MAX_DEPTH = 10
+MAX_SECTION_BYTES = limits.TWIN_SECTION_MAX_BYTES  # desired and reported, each
+MAX_TAGS_BYTES = limits.TWIN_TAGS_MAX_BYTES
+MAX_DEPTH = limits.TWIN_MAX_DEPTH
 _IGNORED_TOP_KEYS = ("$version", "$metadata")  # sent back by clients that patch a twin they read
 _FORBIDDEN_KEY_CHARS = (".", " ", "$")
 

@@ -41,9 +41,8 @@ async def query_devices(request: web.Request) -> web.Response:
     try:  # the next page of rows kept from an earlier request: the query need not run again
         page = pages.page(text, _not_kept, page_size, continuation)
     except _NotKept:
-        scheduler = request.app[SCHEDULER]
-        device_jobs = scheduler.iter_device_job_documents() if isinstance(scheduler, JobScheduler) else ()
-        rows = await request.app[HUB].query(query, device_jobs)
+        scheduler = request.app[SCHEDULER]  # the hub's own, unless the app was given another
+        rows = await request.app[HUB].query(query, scheduler if isinstance(scheduler, JobScheduler) else None)
         page = pages.page(text, lambda: rows, page_size, continuation)
     headers = {ITEM_TYPE: query.item_type}
     if page.continuation:
