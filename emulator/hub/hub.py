@@ -306,8 +306,11 @@ class Hub:
             raise DeviceDisabled(f"Device {device_id} is disabled")
         return device
 
-    def authenticate_service(self, token_text: str, required_right: str) -> str:
-        """Check a service (policy) SAS token for the REST front; returns the policy name."""
+    def authenticate_service(self, token_text: str, accepted_rights: str | Sequence[str]) -> str:
+        """Check a service (policy) SAS token for the REST front: a known policy of this hub, not
+        expired, signed with the policy's key, and holding at least one of `accepted_rights` (one
+        right, or the rights any one of which the operation accepts). Returns the policy name."""
+        accepted = (accepted_rights,) if isinstance(accepted_rights, str) else tuple(accepted_rights)
         try:
             token = parse_token(token_text)
         except SasError as e:
@@ -320,8 +323,8 @@ class Hub:
             raise IotHubUnauthorizedAccess("The token has expired")
         if not token.signature_matches(policy[0]):
             raise IotHubUnauthorizedAccess("The token's signature does not match the policy key")
-        if required_right not in policy[1]:
-            raise IotHubUnauthorizedAccess(f"Policy {token.policy} lacks the {required_right} right")
+        if not any(right in policy[1] for right in accepted):
+            raise IotHubUnauthorizedAccess(f"Policy {token.policy} lacks the {' or '.join(accepted)} right")
         return token.policy or ""
 
     def _is_our_host(self, host: str) -> bool:

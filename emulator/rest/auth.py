@@ -62,16 +62,9 @@ class ServiceAuthorizer:
                     self._verified.move_to_end(header)
                     return policy_name
             self._verified.pop(header, None)  # expired or not enough: the hub says why below
-        policy_name = self._verify(header, accepted_rights)
+        policy_name = self._hub.authenticate_service(header, accepted_rights)
         self._remember(header, policy_name)
         return policy_name
-
-    def _verify(self, header: str, accepted_rights: Sequence[str]) -> str:
-        # The hub checks one right; ask for one this token's policy has, if it has any of them.
-        policy = self._hub.policies.get(_policy_name(header) or "")
-        rights = policy[1] if policy else ()
-        wanted = next((right for right in accepted_rights if right in rights), accepted_rights[0])
-        return self._hub.authenticate_service(header, wanted)
 
     def _remember(self, header: str, policy_name: str) -> None:
         expiry = _expiry(header)
@@ -85,10 +78,6 @@ class ServiceAuthorizer:
 def _fields(header: str) -> dict[str, str]:
     _, _, rest = header.partition(" ")
     return dict(part.partition("=")[::2] for part in rest.split("&"))
-
-
-def _policy_name(header: str) -> str | None:
-    return _fields(header).get("skn")
 
 
 def _expiry(header: str) -> int | None:

@@ -173,3 +173,11 @@ def test_dps_registrations_survive_a_restart(tmp_path, clock):
         assert second.get_device("dev-1").secondary_key == KEY
     finally:
         second.close()
+
+
+def test_an_operation_may_accept_any_of_several_rights(hub):
+    read_key = wellknown.POLICIES["registryRead"][0]
+    read_token = token("localhost", read_key, policy="registryRead")
+    assert hub.authenticate_service(read_token, ("ServiceConnect", "RegistryRead")) == "registryRead"
+    with pytest.raises(IotHubUnauthorizedAccess, match="lacks the ServiceConnect or RegistryWrite right"):
+        hub.authenticate_service(read_token, ("ServiceConnect", "RegistryWrite"))
