@@ -3,7 +3,7 @@
 It owns the registry, twins, method calls, telemetry, DPS enrollments and registrations, the job
 scheduler (`jobs`, restored from the store when the hub opens) and queries (`query`: it decides which
 collection a query reads). It authenticates devices and service policies, persists through the store
-port, and pushes device-bound traffic through a `DeviceLink` (the MQTT front). Fronts only translate
+port, and pushes device-bound traffic through `DeviceConnections` (the MQTT front). Fronts only translate
 between the wire and these calls. Not thread-safe: use it from one thread (the server's event loop).
 """
 
@@ -39,14 +39,14 @@ from .twins import Twin, twin_document
 JOB_PERSIST_BATCH_SECONDS = 0.5
 
 
-class DeviceLink(Protocol):
-    """How the hub reaches connected devices (implemented by the MQTT device front)."""
+class DeviceConnections(Protocol):
+    """The devices' live connections, as the hub reaches them (implemented by the MQTT device front)."""
 
     def send_desired_patch(self, device_id: str, patch: dict[str, Any]) -> None: ...
     def send_method_request(self, device_id: str, call: MethodCall) -> None: ...
     def disconnect_device(self, device_id: str) -> None: ...
     def forget_device(self, device_id: str) -> None:
-        """The device was deleted: drop what the link keeps for it (MQTT persistent session, ...)."""
+        """The device was deleted: drop what the front keeps for it (MQTT persistent session, ...)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class NewDevice:
     secondary_key: str | None = None
     status: Status = "enabled"
     tags: dict[str, Any] | None = None
+
+
+DeviceLink = DeviceConnections  # the old name, until every front is renamed
 
 
 class DeviceDisabled(IotHubUnauthorizedAccess):
@@ -90,15 +93,17 @@ class Hub:
         self.policies: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.connections_total: Counter[str] = Counter()  # accepted device connections, by device id
         self._online: set[str] = set()
-        self._link: DeviceLink | None = None
+        self._connections: DeviceConnections | None = None
         # Jobs survive restarts through the store; one interrupted mid-run ends `failed` (jobs.py).
         self.jobs = JobScheduler(HubJobTarget(self), clock, persist=self.save_job,
                                  persist_batch_seconds=JOB_PERSIST_BATCH_SECONDS)
         self._load()
 
     # ---- wiring ----------------------------------------------------------------------------------
-    def attach_link(self, link: DeviceLink | None) -> None:
-        self._link = link
+    def attach_connections(self, connections: DeviceConnections | None) -> None:
+        self._connections = connections
+
+    attach_link = attach_connections  # the old name, until every front is renamed
 
     def now(self) -> float:
         return self._clock()
@@ -217,12 +222,12 @@ class Hub:
             self._store.delete(store_kinds.REGISTRATIONS, registration_id)
         if device_id in self._online:
             self._disconnect(device_id)
-        if self._link:
-            self._link.forget_device(device_id)  # a device created again with this id starts afresh
+        if self._connections:
+            self._connections.forget_device(device_id)  # a device created again with this id starts afresh
 
     def _disconnect(self, device_id: str) -> None:
-        if self._link:
-            self._link.disconnect_device(device_id)
+        if self._connections:
+            self._connections.disconnect_device(device_id)
         self.device_disconnected(device_id)
 
     # ---- twins (service side) --------------------------------------------------------------------
@@ -283,8 +288,8 @@ class Hub:
         return self.update_twin(device_id, {"properties": {"desired": desired}}, if_match=if_match)
 
     def _push_desired(self, device_id: str, patch: dict[str, Any]) -> None:
-        if self._link and device_id in self._online:
-            self._link.send_desired_patch(device_id, patch)
+        if self._connections and device_id in self._online:
+            self._connections.send_desired_patch(device_id, patch)
 
     # ---- device side -----------------------------------------------------------------------------
     def authenticate_device(self, device_id: str, token_text: str) -> Device:
@@ -397,8 +402,8 @@ class Hub:
 
     def _dispatch(self, call: MethodCall) -> None:
         self.methods.mark_dispatched(call)
-        if self._link:
-            self._link.send_method_request(call.device_id, call)
+        if self._connections:
+            self._connections.send_method_request(call.device_id, call)
 
     async def invoke_method(self, device_id: str, method_name: str, payload: Any = None, *,
                             response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
