@@ -32,6 +32,7 @@ from .telemetry import DEFAULT_CAPACITY, TelemetryBuffer, TelemetryMessage
 from .queries import run_query
 from .query import Query
 from .twin_views import TwinViews
+from .verified_tokens import VerifiedTokens
 from .twins import Twin, twin_document
 
 
@@ -91,6 +92,7 @@ class Hub:
         self.provisioning = Provisioning(id_scope)
         self.registrations: dict[str, RegistrationState] = {}
         self.policies: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._verified_tokens = VerifiedTokens()
         self.connections_total: Counter[str] = Counter()  # accepted device connections, by device id
         self._online: set[str] = set()
         self._connections: DeviceConnections | None = None
@@ -316,6 +318,16 @@ class Hub:
         expired, signed with the policy's key, and holding at least one of `accepted_rights` (one
         right, or the rights any one of which the operation accepts). Returns the policy name."""
         accepted = (accepted_rights,) if isinstance(accepted_rights, str) else tuple(accepted_rights)
+        now = self._clock()
+        policy_name = self._verified_tokens.policy_of(token_text, now)
+        if policy_name is None:
+            policy_name = self._verify_service_token(token_text, now)
+        rights = self.policies[policy_name][1] if policy_name in self.policies else ()
+        if not any(right in rights for right in accepted):
+            raise IotHubUnauthorizedAccess(f"Policy {policy_name} lacks the {' or '.join(accepted)} right")
+        return policy_name
+
+    def _verify_service_token(self, token_text: str, now: float) -> str:
         try:
             token = parse_token(token_text)
         except SasError as e:
@@ -324,13 +336,13 @@ class Hub:
         policy = self.policies.get(token.policy or "")
         if not self._is_our_host(host) or policy is None:
             raise IotHubUnauthorizedAccess("The token does not name this hub and a known policy")
-        if token.is_expired(self._clock()):
+        if token.is_expired(now):
             raise IotHubUnauthorizedAccess("The token has expired")
         if not token.signature_matches(policy[0]):
             raise IotHubUnauthorizedAccess("The token's signature does not match the policy key")
-        if not any(right in policy[1] for right in accepted):
-            raise IotHubUnauthorizedAccess(f"Policy {token.policy} lacks the {' or '.join(accepted)} right")
-        return token.policy or ""
+        policy_name = token.policy or ""
+        self._verified_tokens.remember(token_text, policy_name, token.expiry)
+        return policy_name
 
     def _is_our_host(self, host: str) -> bool:
         host = host.lower()

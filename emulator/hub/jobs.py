@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
+from .clock import Clock, system_clock
 from .jobs_errors import JobAlreadyExists, JobError, JobNotFound
 from .jobs_request import METHOD_JOB, parse_job_request
 from .jobs_state import (
@@ -69,7 +69,6 @@ class JobTarget(Protocol):
 #: Changed device rows handed to `persist` at most per snapshot while a job runs.
 SAVE_CHUNK = 1000
 
-Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 Persist = Callable[[dict], None]
 
@@ -101,7 +100,7 @@ class JobScheduler:
     def __init__(
         self,
         target: JobTarget,
-        clock: Clock = time.time,
+        clock: Clock = system_clock,
         *,
         sleep: Sleep = asyncio.sleep,
         persist: Persist | None = None,

@@ -181,3 +181,17 @@ def test_an_operation_may_accept_any_of_several_rights(hub):
     assert hub.authenticate_service(read_token, ("ServiceConnect", "RegistryRead")) == "registryRead"
     with pytest.raises(IotHubUnauthorizedAccess, match="lacks the ServiceConnect or RegistryWrite right"):
         hub.authenticate_service(read_token, ("ServiceConnect", "RegistryWrite"))
+
+
+def test_a_remembered_token_is_still_checked_for_expiry_and_rights(hub, clock, monkeypatch):
+    owner = token("localhost", wellknown.POLICIES["iothubowner"][0], policy="iothubowner", ttl=60)
+    assert hub.authenticate_service(owner, "ServiceConnect") == "iothubowner"
+    from hubsettings.sas import SasToken
+    monkeypatch.setattr(SasToken, "signature_matches", lambda self, key: pytest.fail("verified twice"))
+    assert hub.authenticate_service(owner, "RegistryWrite") == "iothubowner"  # remembered: no HMAC
+    hub.policies["iothubowner"] = (hub.policies["iothubowner"][0], ("RegistryRead",))
+    with pytest.raises(IotHubUnauthorizedAccess, match="lacks"):
+        hub.authenticate_service(owner, "ServiceConnect")
+    clock.advance(61)
+    with pytest.raises(IotHubUnauthorizedAccess, match="expired"):
+        hub.authenticate_service(owner, "RegistryRead")
