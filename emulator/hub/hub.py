@@ -33,7 +33,7 @@ from .queries import run_query
 from .query import Query
 from .twin_views import TwinViews
 from .verified_tokens import VerifiedTokens
-from .twins import Twin, twin_document
+from .twins import Twin, shared_twin_document, twin_document
 
 
 #: Per-device job progress reaches the store at most this often (or per 1,000 rows; see jobs.py).
@@ -252,7 +252,7 @@ class Hub:
 
     def _twin_document_of(self, device_id: str) -> dict[str, Any] | None:
         device, twin = self.registry.find(device_id), self.twins.get(device_id)
-        return None if device is None or twin is None else twin_document(device, twin, self._clock())
+        return None if device is None or twin is None else shared_twin_document(device, twin, self._clock())
 
     def update_twin(self, device_id: str, patch: dict[str, Any], *, if_match: str | None = None) -> dict[str, Any]:
         """PATCH /twins/{id}: merge `tags` and `properties.desired`; pushes the desired patch."""

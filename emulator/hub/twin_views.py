@@ -29,40 +29,55 @@ _INDEX_USEFUL_SHARE = 0.25
 Document = dict[str, Any]
 Build = Callable[[str], "Document | None"]  # device id -> its fresh document, None if it is gone
 
-_SCALAR_KINDS = ("null", "bool", "number", "string")
+_NOT_INDEXED = object()
 
 
-def _index_key(value: Any) -> Hashable | None:
-    """What `Equal` compares: the JSON kind and the value (1 and 1.0 share a key, as they are equal)."""
-    if value is UNDEFINED:
-        return None
-    kind = json_kind(value)
-    return (kind, value) if kind in _SCALAR_KINDS else None
+def _index_key(value: Any) -> Hashable:
+    """A key equal for exactly the values `Equal` finds equal: the same JSON kind and ==. Strings and
+    numbers are their own keys (1 and 1.0 share one); true/false/null are tagged, so that true is not 1."""
+    kind = json_kind(value) if value is not UNDEFINED else None
+    if kind in ("string", "number"):
+        return value
+    if kind in ("bool", "null"):
+        return (kind, value)
+    return _NOT_INDEXED  # objects and arrays never equal a literal
 
 
 class _EqualityIndex:
-    """Device ids by the value one field has in their document."""
+    """Device ids by the value one field has in their document. A value most devices do not share
+    (an index number, a serial) maps to the one id itself, not to a collection of one."""
 
     def __init__(self, path: Path):
         self.path = path
         self.complete = False  # built while a scan runs; used only once the scan is over
-        self._ids: dict[Hashable, dict[str, None]] = {}
+        self._ids: dict[Hashable, str | dict[str, None]] = {}
         self._key_of: dict[str, Hashable] = {}
 
     def put(self, device_id: str, document: Document) -> None:
         self.drop(device_id)
         key = _index_key(self.path.evaluate(document))
-        if key is not None:
-            self._ids.setdefault(key, {})[device_id] = None
-            self._key_of[device_id] = key
+        if key is _NOT_INDEXED:
+            return
+        ids = self._ids.get(key)
+        if ids is None:
+            self._ids[key] = device_id
+        elif isinstance(ids, str):
+            self._ids[key] = {ids: None, device_id: None}
+        else:
+            ids[device_id] = None
+        self._key_of[device_id] = key
 
     def drop(self, device_id: str) -> None:
-        key = self._key_of.pop(device_id, None)
-        if key is not None:
-            ids = self._ids[key]
-            ids.pop(device_id, None)
-            if not ids:
-                del self._ids[key]
+        key = self._key_of.pop(device_id, _NOT_INDEXED)
+        if key is _NOT_INDEXED:
+            return
+        ids = self._ids[key]
+        if isinstance(ids, str):
+            del self._ids[key]
+            return
+        ids.pop(device_id, None)
+        if len(ids) == 1:
+            self._ids[key] = next(iter(ids))
 
     def knows(self, device_id: str) -> bool:
         return device_id in self._key_of
@@ -71,8 +86,11 @@ class _EqualityIndex:
         found: set[str] = set()
         for value in values:
             key = _index_key(value)
-            if key is not None:
-                found.update(self._ids.get(key, ()))
+            ids = self._ids.get(key) if key is not _NOT_INDEXED else None
+            if isinstance(ids, str):
+                found.add(ids)
+            elif ids is not None:
+                found.update(ids)
         return found
 
 

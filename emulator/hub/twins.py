@@ -249,3 +249,16 @@ def twin_document(device: Device, twin: Twin, now: float) -> dict[str, Any]:
         "properties": {"desired": twin.desired.for_service(now), "reported": twin.reported.for_service(now)},
         "capabilities": {"iotEdge": False},
     }
+
+
+# What every device's document holds alike: one read-only instance shared by all query documents.
+_SHARED_PARTS = {"x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
+                 "capabilities": {"iotEdge": False}}
+
+
+def shared_twin_document(device: Device, twin: Twin, now: float) -> dict[str, Any]:
+    """`twin_document` for read-only use (queries): the parts every device has alike are one shared
+    instance (saves ~0.5 KiB per device at 100,000 devices). Never change what this returns."""
+    document = twin_document(device, twin, now)
+    document.update(_SHARED_PARTS)
+    return document

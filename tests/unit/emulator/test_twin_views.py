@@ -95,3 +95,14 @@ async def test_a_scan_lets_other_tasks_run_and_an_index_built_meanwhile_stays_ri
     assert query_finished == [False]  # it ran while the query was scanning
     assert first == ["d0", "d2", "d4"]  # the scan read the documents as they were when it began
     assert await ids(hub, "SELECT * FROM devices WHERE tags.site = 'a'") == ["d0", "d1", "d4"]
+
+
+async def test_an_index_on_a_field_whose_values_are_mostly_unique(hub):
+    assert await ids(hub, "SELECT * FROM devices WHERE tags.n = 1") == ["d1"]  # builds the index
+    hub.update_twin("d1", {"tags": {"n": 0}})  # now shared with d0
+    assert await ids(hub, "SELECT * FROM devices WHERE tags.n = 0") == ["d0", "d1"]
+    assert await ids(hub, "SELECT * FROM devices WHERE tags.n = 1") == []
+    hub.delete_device("d0")
+    assert await ids(hub, "SELECT * FROM devices WHERE tags.n IN [0, 1, 3]") == ["d1", "d3"]
+    hub.update_twin("d1", {"tags": {"n": None}})
+    assert await ids(hub, "SELECT * FROM devices WHERE tags.n = 0") == []
