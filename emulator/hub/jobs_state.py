@@ -124,8 +124,8 @@ class Job:
         self.unsaved[device.device_id] = None
 
     def device_running(self, device: DeviceJob, now: float) -> None:
+        # Not worth a saved row: after a restart a running device ends as a pending one does.
         device.status, device.last_updated = RUNNING, now
-        self.unsaved[device.device_id] = None
 
     def finish_device(self, device: DeviceJob, status: str, now: float, **result: Any) -> None:
         device.finish(status, now, **result)
