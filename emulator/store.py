@@ -28,6 +28,7 @@ TWINS = "twin"
 ENROLLMENTS = "enrollment"
 REGISTRATIONS = "registration"  # DPS registrations: which devices DPS created (and may re-key)
 JOBS = "job"
+SESSIONS = "mqtt_session"  # persistent (clean_session=0) MQTT sessions of devices: their subscriptions
 
 
 class StoreError(RuntimeError):

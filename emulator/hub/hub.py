@@ -30,6 +30,8 @@ class DeviceLink(Protocol):
 
     def send_desired_patch(self, device_id: str, patch: dict[str, Any]) -> None: ...
     def send_method_request(self, device_id: str, call: MethodCall) -> None: ...
+    def can_receive_method(self, device_id: str, method_name: str) -> bool:
+        """Connected and subscribed to this method's requests (IoT Hub answers 404103 otherwise)."""
     def disconnect_device(self, device_id: str) -> None: ...
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: drop what the link keeps for it (MQTT persistent session, ...)."""
@@ -149,6 +151,7 @@ class Hub:
             self._store.delete(store_kinds.REGISTRATIONS, registration_id)
         if device_id in self._online:
             self._disconnect(device_id)
+        self._store.delete(store_kinds.SESSIONS, device_id)  # the MQTT client id of a device is its id
         if self._link:
             self._link.forget_device(device_id)  # a device created again with this id starts afresh
 
@@ -266,8 +269,22 @@ class Hub:
         self._online.add(device_id)
         self.connections_total[device_id] += 1
         self._save_device(device)
+        self._dispatch_waiting(device_id)
+
+    def device_subscribed(self, device_id: str) -> None:
+        """The device subscribed to more: calls waiting for it that it can now receive are sent now."""
+        self._dispatch_waiting(device_id)
+
+    def _dispatch_waiting(self, device_id: str) -> None:
         for call in self.methods.waiting_for(device_id):
-            self._dispatch(call)
+            if self._can_receive_method(device_id, call.method_name):
+                self._dispatch(call)
+
+    def _can_receive_method(self, device_id: str, method_name: str) -> bool:
+        """Online and (with a link) subscribed to the method: what IoT Hub calls reachable."""
+        if device_id not in self._online:
+            return False
+        return self._link is None or self._link.can_receive_method(device_id, method_name)
 
     def device_disconnected(self, device_id: str) -> None:
         if device_id not in self._online:
@@ -308,7 +325,7 @@ class Hub:
                      response_timeout: float = DEFAULT_RESPONSE_TIMEOUT, connect_timeout: float = 0) -> MethodCall:
         """Start a call; it completes via the device's response or fails at `expire_due()`."""
         self.registry.get(device_id)
-        online = device_id in self._online
+        online = self._can_receive_method(device_id, method_name)
         call = self.methods.start(device_id, method_name, payload, online=online,
                                   response_timeout=response_timeout, connect_timeout=connect_timeout)
         if online:
@@ -356,6 +373,18 @@ class Hub:
 
     def saved_jobs(self) -> list[dict[str, Any]]:
         return self._store.load(store_kinds.JOBS)
+
+    # ---- persistence for the MQTT front's persistent sessions -------------------------------------
+    def save_session(self, client_id: str, record: dict[str, Any]) -> None:
+        """Keep a persistent (clean_session=0) session's record across restarts."""
+        self._store.put(store_kinds.SESSIONS, client_id, record)
+
+    def delete_session(self, client_id: str) -> None:
+        self._store.delete(store_kinds.SESSIONS, client_id)
+
+    def saved_sessions(self) -> list[dict[str, Any]]:
+        """The stored session records of devices that still exist."""
+        return [r for r in self._store.load(store_kinds.SESSIONS) if r.get("client_id") in self.registry]
 
     # ---- DPS -------------------------------------------------------------------------------------
     def add_enrollment(self, enrollment: IndividualEnrollment) -> None:
