@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from emulator.mqtt.codec import Publish, Suback
+from emulator.mqtt.codec import Publish
 from hubsettings import wellknown
 from service.cli import cli
 from service.context import AppState
@@ -236,9 +236,7 @@ def is_method_request(packet) -> bool:
 async def method_device(emulator, prefix: str) -> tuple[str, RawDevice]:
     """A raw device, connected and subscribed to method requests (SUBACK received)."""
     device_id, key = emulator.add_device(prefix)
-    device = await RawDevice.connected(emulator, device_id, key)
-    device.subscribe(METHOD_REQUEST + "#")
-    assert await device.expect(lambda p: isinstance(p, Suback)) is not None
+    device = await RawDevice.connected(emulator, device_id, key, subscribe=(METHOD_REQUEST + "#",))
     return device_id, device
 
 
