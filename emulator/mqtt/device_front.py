@@ -233,11 +233,11 @@ class DeviceFront:
     def _on_subscriptions_changed(self, link: Link, event: Subscribed | Unsubscribed) -> None:
         identity = self._identities.get(link)
         if isinstance(event, Subscribed) and event.refused:
-            log.info("%s: SUBSCRIBE refused (SUBACK 0x80) for %s: a %s may subscribe only to filters matching "
-                     "its own topics (e.g. $iothub/methods/POST/#, $iothub/twin/res/#, "
-                     "$iothub/twin/PATCH/properties/desired/#, devices/{id}/messages/devicebound/#, #)",
-                     _who(identity, link), ", ".join(repr(f[:200]) for f in event.refused),
-                     "DPS client" if isinstance(identity, DpsIdentity) else "device")
+            allowed = ("$dps/registrations/res/#" if isinstance(identity, DpsIdentity) else
+                       "filters matching its own topics: $iothub/methods/POST/#, $iothub/twin/res/#, "
+                       "$iothub/twin/PATCH/properties/desired/#, devices/{its id}/messages/devicebound/#, #")
+            log.info("%s: SUBSCRIBE refused (SUBACK 0x80) for %s; it may subscribe to %s", _who(identity, link),
+                     ", ".join(repr(f[:200]) for f in event.refused), allowed)
         if not isinstance(identity, DeviceIdentity):
             return
         session, connect = link.connection.session, link.connection.connect

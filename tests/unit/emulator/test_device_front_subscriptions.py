@@ -8,7 +8,7 @@ import pytest
 
 from emulator import store as store_kinds
 from emulator.hub import DeviceNotOnline, FakeClock, Hub
-from emulator.mqtt.codec import Connack, Disconnect, Publish, Subscribe, Unsubscribe
+from emulator.mqtt.codec import Connack, Connect, Disconnect, Publish, Subscribe, Unsubscribe
 from emulator.mqtt.device_front import DeviceFront
 from emulator.store import SqliteStore
 
@@ -227,6 +227,15 @@ def test_a_connect_for_an_unknown_device_says_to_create_it(front, caplog):
     caplog.set_level(logging.INFO, logger="emulator.mqtt")
     FakeLink(front).send(hub_connect("ghost"))
     assert any("create the device first" in r.getMessage() for r in caplog.records)
+
+
+def test_a_connect_the_session_refuses_is_logged_with_the_fix(front, caplog):
+    caplog.set_level(logging.INFO, logger="emulator.mqtt")
+    link = FakeLink(front)
+    link.send(Connect("d1", protocol_name="MQIsdp", protocol_level=3))
+    assert link.take() == [Connack(False, 1)]
+    assert any(r.levelno == logging.INFO and "CONNACK 1" in r.getMessage() and "MQTT 3.1.1" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_a_refused_subscribe_is_logged(front, caplog):
