@@ -17,7 +17,7 @@ from hubsettings.sas import SasError, SasToken, parse_token
 from .. import store as store_kinds
 from ..store import SqliteStore, Store
 from .clock import Clock, system_clock
-from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, IotHubUnauthorizedAccess
+from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, DeviceNotOnline, IotHubUnauthorizedAccess
 from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodResult, parse_response_payload
 from .provisioning import GroupEnrollment, IndividualEnrollment, Provisioning, RegistrationState
 from .registry import Device, Registry, Status
@@ -326,8 +326,14 @@ class Hub:
         """Start a call; it completes via the device's response or fails at `expire_due()`."""
         self.registry.get(device_id)
         online = self._can_receive_method(device_id, method_name)
-        call = self.methods.start(device_id, method_name, payload, online=online,
-                                  response_timeout=response_timeout, connect_timeout=connect_timeout)
+        try:
+            call = self.methods.start(device_id, method_name, payload, online=online,
+                                      response_timeout=response_timeout, connect_timeout=connect_timeout)
+        except DeviceNotOnline:
+            if device_id in self._online:  # connected, but not subscribed to its method requests
+                raise DeviceNotOnline(f"Device {device_id} is connected but hasn't registered the direct method "
+                                      "callback (it has not subscribed to its method requests)") from None
+            raise
         if online:
             self._dispatch(call)
         return call

@@ -12,20 +12,8 @@ from emulator.mqtt.codec import Connack, Connect, Disconnect, Publish, Subscribe
 from emulator.mqtt.device_front import DeviceFront
 from emulator.store import SqliteStore
 
-from .test_device_front import DESIRED, KEY, KEY2, METHODS, NOW, FakeLink, connected, hub_connect, subscribe
-
-
-@pytest.fixture
-def hub():
-    hub = Hub("localhost", clock=FakeClock(NOW))
-    hub.create_device("d1", primary_key=KEY)
-    hub.create_device("d2", primary_key=KEY2)
-    return hub
-
-
-@pytest.fixture
-def front(hub):
-    return DeviceFront(hub)
+from .test_device_front import (DESIRED, KEY, KEY2, METHODS, NOW, FakeLink, connected, hub_connect,  # noqa: F401
+                                 subscribe, clock, front, hub)  # the last three: shared fixtures
 
 
 # --- what a device may subscribe to ------------------------------------------------------------------
@@ -55,6 +43,7 @@ def test_a_method_to_a_device_that_never_subscribed_is_404103(front, hub):
     with pytest.raises(DeviceNotOnline) as refused:
         hub.start_method("d1", "reboot")
     assert refused.value.error_code == 404103
+    assert "hasn't registered the direct method callback" in refused.value.message
     assert link.publishes() == []
 
 
