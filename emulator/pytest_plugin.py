@@ -69,7 +69,8 @@ def iothub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def iothub_device(iothub: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A device registered for this test only (fresh id and key); deleted when the test ends."""
     from emulator.testing import Emulator
-    device = iothub.create_device()
+    from emulator.testing.identity import new_device_id
+    device = iothub.create_device(new_device_id("pytest"))
     yield device
     left_connected = isinstance(iothub, Emulator) and _still_connected(iothub, device.device_id)
     iothub.delete_device(device.device_id)  # also drops a connection the test left open

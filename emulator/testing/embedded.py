@@ -98,9 +98,7 @@ class Emulator:
         try:
             return threaded.start(self._start_timeout)
         except AddressInUse as e:
-            raise EmulatorStartError(f"cannot start the emulator: {e.strerror or e} (another emulator or "
-                                     "program listens there; pass another address, or none to pick a free "
-                                     "one)") from e
+            raise EmulatorStartError(f"cannot start the emulator: {e.strerror or e}") from e
         except TimeoutError:
             threaded.stop()
             raise EmulatorStartError(f"the emulator did not start within {self._start_timeout:g} s") from None
