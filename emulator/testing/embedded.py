@@ -9,7 +9,6 @@ it never waits on them; the one exception is a call that waits for a device: see
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,17 +16,16 @@ from typing import Any, TypeVar
 
 from hubsettings import wellknown
 
-from .. import loopback
 from ..hub import Hub, MethodResult
 from ..hub.errors import DeviceNotFound
 from ..hub.telemetry import TelemetryMessage
 from ..mqtt.server import AddressInUse
 from ..server import EmulatorConfig, EmulatorServer, ThreadedEmulator
+from .addresses import START_ATTEMPTS, free_address
 from .identity import DeviceIdentity, EmulatorStartError, new_device_id, new_key
 
 T = TypeVar("T")
 
-START_ATTEMPTS = 5  # free addresses tried when the one picked is taken meanwhile (another xdist worker)
 POLL_SECONDS = 0.02
 
 
@@ -39,6 +37,13 @@ def _not_on_a_running_loop(what: str, instead: str) -> None:
         return
     raise RuntimeError(f"{what} blocks until a device answers, and it was called on a running event loop, "
                        f"which an asyncio device client needs to answer: use `await {instead}` instead")
+
+
+def _check_deadline(deadline: float, messages: list[TelemetryMessage], count: int, device_id: str | None,
+                    timeout: float) -> None:
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"{len(messages)} of {count} telemetry message(s) from {device_id or 'any device'} "
+                           f"arrived within {timeout:g} s")
 
 
 class Emulator:
@@ -75,12 +80,8 @@ class Emulator:
             self._threaded = self._start_on(self._address)
             return self
         tried: list[str] = []
-        rng = random.Random()  # not the global one: a seeded test run would pick the same address in every worker
         for _ in range(START_ATTEMPTS):
-            try:
-                address = loopback.free_loopback_address(exclude=tried, fall_back_to_127_0_0_1=True, rng=rng)
-            except loopback.NoFreeLoopbackAddress as e:
-                raise EmulatorStartError(str(e)) from None
+            address = free_address(tried)
             tried.append(address)
             try:
                 self._threaded = self._start_on(address)
@@ -202,9 +203,7 @@ class Emulator:
         _not_on_a_running_loop("wait_for_telemetry", "wait_for_telemetry_async(...)")
         deadline = time.monotonic() + timeout
         while len(messages := self.telemetry(device_id)) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(messages)} of {count} telemetry message(s) from "
-                                   f"{device_id or 'any device'} arrived within {timeout:g} s")
+            _check_deadline(deadline, messages, count, device_id, timeout)
             time.sleep(POLL_SECONDS)
         return messages
 
@@ -212,9 +211,7 @@ class Emulator:
                                        timeout: float = 30) -> list[TelemetryMessage]:
         deadline = time.monotonic() + timeout
         while len(messages := self.telemetry(device_id)) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(messages)} of {count} telemetry message(s) from "
-                                   f"{device_id or 'any device'} arrived within {timeout:g} s")
+            _check_deadline(deadline, messages, count, device_id, timeout)
             await asyncio.sleep(POLL_SECONDS)
         return messages
 

@@ -8,7 +8,6 @@ are up), which also tells where it listens and its connection strings.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -21,13 +20,12 @@ from pathlib import Path
 from hubsettings import wellknown
 from hubsettings.discovery import EmulatorInfo, read_discovery
 
-from .. import loopback
 from ..server import default_host_name
+from .addresses import START_ATTEMPTS, free_address
 from .identity import EmulatorStartError
 
 EXIT_ADDRESS_IN_USE = 3  # emulator.cli
 STOP_TIMEOUT = 30.0
-START_ATTEMPTS = 5
 #: Trust settings of the parent that must not leak into the emulator (it serves, it does not verify).
 CHILD_ENV_DROPPED = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
 
@@ -65,7 +63,7 @@ class EmulatorProcess:
     @property
     def address(self) -> str:
         if self._chosen_address is None:
-            self._chosen_address = self._free_address(())
+            self._chosen_address = free_address()
         return self._chosen_address
 
     @property
@@ -112,7 +110,7 @@ class EmulatorProcess:
                 return self
             if not (picked_here and returncode == EXIT_ADDRESS_IN_USE):
                 break
-            self._chosen_address = self._free_address(tried)
+            self._chosen_address = free_address(tried)
         raise EmulatorStartError(f"the emulator process exited with {returncode}: {self._last_log_line()} "
                                  f"(log: {self.log})")
 
@@ -170,13 +168,6 @@ class EmulatorProcess:
         self.close()
 
     # ---- helpers ---------------------------------------------------------------------------------
-    @staticmethod
-    def _free_address(exclude: Sequence[str]) -> str:
-        try:
-            return loopback.free_loopback_address(exclude=exclude, fall_back_to_127_0_0_1=True, rng=random.Random())
-        except loopback.NoFreeLoopbackAddress as e:
-            raise EmulatorStartError(str(e)) from None
-
     def _last_log_line(self) -> str:
         try:
             lines = [line for line in self.log.read_text(errors="replace").splitlines() if line.strip()]

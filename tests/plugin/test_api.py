@@ -15,6 +15,7 @@ from azure.iot.device.aio import IoTHubDeviceClient
 from emulator import loopback
 from emulator.testing import Emulator, EmulatorProcess, EmulatorStartError, trusting
 from emulator.testing import embedded, process
+from emulator.testing.addresses import free_address
 from hubsettings import wellknown
 
 pytestmark = pytest.mark.e2e
@@ -69,11 +70,10 @@ def test_a_second_emulator_on_the_same_address_is_refused():
 def test_a_picked_address_taken_before_binding_is_replaced(taken_address, monkeypatch):
     """Two xdist workers may pick the same free address at once: the loser tries another."""
     picks = iter([taken_address])
-    real = loopback.free_loopback_address
-    monkeypatch.setattr(embedded.loopback, "free_loopback_address",
-                        lambda **options: next(picks, None) or real(**options))
+    monkeypatch.setattr(embedded, "free_address", lambda exclude=(): next(picks, None) or free_address(exclude))
     with Emulator() as hub:
         assert hub.address != taken_address
+    assert next(picks, None) is None  # it was offered the taken one first
 
 
 def test_a_blocking_call_on_a_running_loop_is_refused_and_the_async_form_works(tmp_path):
@@ -144,10 +144,9 @@ def test_a_process_on_a_taken_address_fails_with_the_emulator_s_own_line(taken_a
 
 def test_a_process_whose_picked_address_is_taken_tries_another(taken_address, monkeypatch):
     picks = iter([taken_address])
-    real = process.EmulatorProcess._free_address
-    monkeypatch.setattr(process.EmulatorProcess, "_free_address",
-                        staticmethod(lambda exclude: next(picks, None) or real(exclude)))
+    monkeypatch.setattr(process, "free_address", lambda exclude=(): next(picks, None) or free_address(exclude))
     with EmulatorProcess() as emulator:
         assert emulator.address != taken_address
         temp_dir = emulator.data_dir
+    assert next(picks, None) is None  # it was offered the taken one first
     assert emulator.process.returncode == 0 and not temp_dir.exists()

@@ -147,3 +147,18 @@ def test_with_a_connection_string_the_same_tests_run_on_that_hub_and_start_no_em
         assert real["kind"] == "RealHub" and real["address"] is None
         assert real["trust"]["SSL_CERT_FILE"] == os.environ["SSL_CERT_FILE"]  # left as the user set it
         assert after == before  # the test's device was created there, then deleted
+
+
+def test_an_emulator_that_cannot_start_is_one_line_per_test(project):
+    project.makepyfile(conftest="""
+        from emulator.testing import EmulatorStartError, embedded
+
+        def no_address(exclude=()):
+            raise EmulatorStartError("no loopback address 127.0.0.X with ports 8883, 9443 free (tried 41)")
+
+        embedded.free_address = no_address
+    """, test_needs_hub="def test_needs_hub(iothub): pass")
+    result = run_pytest(project)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*iothub: no loopback address 127.0.0.X with ports 8883, 9443 free (tried 41)*"])
+    assert "Traceback" not in result.stdout.str()
