@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 
 from hubsettings import wellknown
 
+from ..certs import CertificateError
 from ..hub import Hub, MethodResult
 from ..hub.errors import DeviceNotFound
 from ..hub.telemetry import TelemetryMessage
 from ..mqtt.server import AddressInUse
 from ..server import EmulatorConfig, EmulatorServer, ThreadedEmulator
+from ..store import StoreError
 from .addresses import START_ATTEMPTS, free_address
 from .identity import DeviceIdentity, EmulatorStartError, new_device_id, new_key
 
@@ -106,6 +108,8 @@ class Emulator:
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
             raise EmulatorStartError(f"cannot start the emulator: {e.strerror or e}{where}") from e
+        except (StoreError, CertificateError) as e:  # an unusable data directory: their message says which
+            raise EmulatorStartError(str(e)) from e
 
     def stop(self) -> None:
         """Stop listening (connected devices are dropped) and forget everything kept in memory."""
@@ -127,9 +131,7 @@ class Emulator:
     @property
     def server(self) -> EmulatorServer:
         """The EmulatorServer (its hub is used through call(); it is not thread-safe)."""
-        if self._threaded is None:
-            raise RuntimeError("the emulator is not running: call start() or use it in a `with` block")
-        return self._threaded.server
+        return self._running().server
 
     @property
     def address(self) -> str:

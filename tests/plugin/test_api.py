@@ -42,6 +42,7 @@ def test_start_gives_what_clients_need_and_stop_leaves_nothing():
         assert hub.service_connection_string.startswith(f"HostName={hub.host_name}")
         assert "BEGIN CERTIFICATE" in hub.ca_pem
         assert hub.event_hub_connection_string is None
+        assert hub.server.discovery_file is None  # never the user's discovery file
         device = hub.create_device()
         assert device.connection_string == (f"HostName={hub.host_name};DeviceId={device.device_id};"
                                             f"SharedAccessKey={device.primary_key}")
@@ -150,3 +151,12 @@ def test_a_process_whose_picked_address_is_taken_tries_another(taken_address, mo
         temp_dir = emulator.data_dir
     assert next(picks, None) is None  # it was offered the taken one first
     assert emulator.process.returncode == 0 and not temp_dir.exists()
+
+
+def test_an_unusable_data_directory_is_one_clear_error(tmp_path):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with pytest.raises(EmulatorStartError) as error:
+        Emulator(data_dir=not_a_directory).start()
+    assert str(not_a_directory) in str(error.value)
+    assert emulator_threads() == []
