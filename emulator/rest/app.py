@@ -18,7 +18,7 @@ from ..hub import Hub
 from ..hub.errors import HubError
 from ..hub.jobs import JobScheduler
 from ..mqtt.device_front import DeviceFront
-from . import auth, devices, jobs, methods, query, telemetry, throttle, twins
+from . import auth, devices, jobs, methods, query, statistics, telemetry, throttle, twins
 from .auth import ServiceAuthorizer
 from .context import AUTHORIZER, HUB, QUERY_PAGES, SCHEDULER, THROTTLE
 from .diagnostics import RIGHTS_KEY, log_request
@@ -55,6 +55,8 @@ ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
     # import/export jobs are not emulated: none ever exists
     ("GET", "/jobs", jobs.list_import_export_jobs, auth.REGISTRY_READ),
     ("GET", "/jobs/{id}", jobs.get_import_export_job, auth.REGISTRY_READ),
+    ("GET", "/statistics/devices", statistics.device_statistics, auth.REGISTRY_READ),
+    ("GET", "/statistics/service", statistics.service_statistics, auth.TWIN_READ),
     # emulator-only: what devices sent (IoT Hub serves this over its Event Hubs-compatible endpoint)
     ("GET", "/_emulator/devices/{id}/messages", telemetry.device_messages, auth.TELEMETRY),
 )
@@ -63,6 +65,7 @@ ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
 THROTTLE_CLASSES: dict[Handler, str] = {
     devices.list_devices: throttle.REGISTRY, devices.get_device: throttle.REGISTRY,
     devices.put_device: throttle.REGISTRY, devices.delete_device: throttle.REGISTRY,
+    statistics.device_statistics: throttle.REGISTRY,
     query.query_devices: throttle.QUERIES,
     twins.get_twin: throttle.TWIN_READS, twins.update_twin: throttle.TWIN_UPDATES,
     twins.replace_twin: throttle.TWIN_UPDATES,

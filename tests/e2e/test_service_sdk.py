@@ -138,6 +138,14 @@ def test_device_lifecycle_and_its_error_codes(registry):
     assert _error(gone)[0] == 404
 
 
+def test_registry_and_service_statistics(registry, devices):
+    devices.connect(devices.create("stats"))
+    statistics = registry.get_device_registry_statistics()
+    assert statistics.total_device_count >= 1
+    assert statistics.enabled_device_count + statistics.disabled_device_count == statistics.total_device_count
+    assert registry.get_service_statistics().connected_device_count >= 1
+
+
 # ---- twins ----------------------------------------------------------------------------------------
 
 def test_twin_update_reaches_the_device_and_etags_guard_it(registry, devices):

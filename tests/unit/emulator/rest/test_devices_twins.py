@@ -185,3 +185,13 @@ async def test_emulator_only_route_lists_received_telemetry(rest, hub):
     assert messages[0]["systemProperties"] == {"$.ct": "application/json"}
     assert (await rest.call("GET", "/_emulator/devices/nobody/messages")).status == 404
     assert (await rest.call("GET", "/_emulator/devices/myDeviceId/messages", policy="registryRead")).status == 401
+
+
+async def test_registry_and_service_statistics(rest, hub):
+    hub.create_device("off", status="disabled")
+    hub.device_connected("myDeviceId")
+    devices = await (await rest.call("GET", "/statistics/devices")).json()
+    assert devices == {"totalDeviceCount": len(hub.registry), "enabledDeviceCount": len(hub.registry) - 1,
+                       "disabledDeviceCount": 1}
+    service = await (await rest.call("GET", "/statistics/service")).json()
+    assert service == {"connectedDeviceCount": 1}
