@@ -80,13 +80,13 @@ def error_body(error: HubError, envelope: Envelope = Envelope.REGISTRY) -> dict[
         inner = {
             "errorCode": error.error_code,
             "trackingId": _tracking_id(now),
-            "message": error.message,
+            "message": error.wire_message,
             "info": {},
             "timestampUtc": now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z",  # .NET writes 7 digits
         }
         return {"Message": json.dumps(inner, separators=(",", ":")), "ExceptionMessage": ""}
     return {
-        "Message": f"ErrorCode:{error.error_name};{error.message}",
+        "Message": f"ErrorCode:{error.error_name};{error.wire_message}",
         "ExceptionMessage": f"Tracking ID:{_tracking_id(now)}",
     }
 

@@ -163,8 +163,8 @@ async def test_unauthorized_requests_are_401(rest, clock):
     for case, authorization in cases.items():
         response = await _get_devices(rest, authorization)
         assert response.status == 401, case
-        body = await response.json()
-        assert body["Message"].startswith("ErrorCode:IotHubUnauthorizedAccess;"), case
+        error = await iothub_error(response)
+        assert (error.name, error.message) == ("IotHubUnauthorizedAccess", "Unauthorized"), case
 
 
 async def test_a_cached_token_still_expires(rest, clock):
