@@ -29,9 +29,10 @@ def _request_line(request: web.Request) -> str:
 
 def log_request(request: web.Request, status: int, error: HubError | None, elapsed_ms: float,
                 hub: Hub) -> None:
-    code = error.error_name if error is not None else "-"
-    log.debug("%s %s %s %.1f ms", _request_line(request), status, code, elapsed_ms)
-    if error is None:
+    if log.isEnabledFor(logging.DEBUG):  # the hot path of every request: build nothing when off
+        code = error.error_name if error is not None else "-"
+        log.debug("%s %s %s %.1f ms", _request_line(request), status, code, elapsed_ms)
+    if error is None or not log.isEnabledFor(logging.INFO):
         return
     fix = likely_fix(request, error, hub)
     log.info("%s -> %s %s: %s%s", _request_line(request), status, error.error_name, error.message,
