@@ -250,6 +250,10 @@ class Hub:
             raise IotHubUnauthorizedAccess(f"Policy {token.policy} lacks the {required_right} right")
         return token.policy or ""
 
+    def names_this_hub(self, host: str) -> bool:
+        """Whether a token's host (with or without a port) names this hub."""
+        return self._is_our_host(host)
+
     def _is_our_host(self, host: str) -> bool:
         host = host.lower()
         if host in self._accepted_hosts:
