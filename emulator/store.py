@@ -30,6 +30,7 @@ ENROLLMENTS = "enrollment"
 REGISTRATIONS = "registration"  # DPS registrations: which devices DPS created (and may re-key)
 JOBS = "job"
 JOB_DEVICES = "job_device"  # one job's row for one device, keyed "{jobId}/{deviceId}"
+SESSIONS = "mqtt_session"  # persistent (clean_session=0) MQTT sessions of devices: their subscriptions
 
 
 class StoreError(RuntimeError):

@@ -22,7 +22,7 @@ from .. import store as store_kinds
 from . import long_lived
 from ..store import SqliteStore, Store
 from .clock import Clock, system_clock
-from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, IotHubUnauthorizedAccess
+from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, DeviceNotOnline, IotHubUnauthorizedAccess
 from .job_target import HubJobTarget
 from .jobs import JobScheduler
 from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodResult, parse_response_payload
@@ -45,6 +45,8 @@ class DeviceConnections(Protocol):
 
     def send_desired_patch(self, device_id: str, patch: dict[str, Any]) -> None: ...
     def send_method_request(self, device_id: str, call: MethodCall) -> None: ...
+    def can_receive_method(self, device_id: str, method_name: str) -> bool:
+        """Connected and subscribed to this method's requests (IoT Hub answers 404103 otherwise)."""
     def disconnect_device(self, device_id: str) -> None: ...
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: drop what the front keeps for it (MQTT persistent session, ...)."""
@@ -224,6 +226,7 @@ class Hub:
             self._store.delete(store_kinds.REGISTRATIONS, registration_id)
         if device_id in self._online:
             self._disconnect(device_id)
+        self._store.delete(store_kinds.SESSIONS, device_id)  # the MQTT client id of a device is its id
         if self._connections:
             self._connections.forget_device(device_id)  # a device created again with this id starts afresh
 
@@ -344,6 +347,10 @@ class Hub:
         self._verified_tokens.remember(token_text, policy_name, token.expiry)
         return policy_name
 
+    def names_this_hub(self, host: str) -> bool:
+        """Whether a token's host (with or without a port) names this hub."""
+        return self._is_our_host(host)
+
     def _is_our_host(self, host: str) -> bool:
         host = host.lower()
         if host in self._accepted_hosts:
@@ -363,8 +370,22 @@ class Hub:
         self._online.add(device_id)
         self.connections_total[device_id] += 1
         self._save_device(device)
+        self._dispatch_waiting(device_id)
+
+    def device_subscribed(self, device_id: str) -> None:
+        """The device subscribed to more: calls waiting for it that it can now receive are sent now."""
+        self._dispatch_waiting(device_id)
+
+    def _dispatch_waiting(self, device_id: str) -> None:
         for call in self.methods.waiting_for(device_id):
-            self._dispatch(call)
+            if self._can_receive_method(device_id, call.method_name):
+                self._dispatch(call)
+
+    def _can_receive_method(self, device_id: str, method_name: str) -> bool:
+        """Online and (with connections attached) subscribed to the method: what IoT Hub calls reachable."""
+        if device_id not in self._online:
+            return False
+        return self._connections is None or self._connections.can_receive_method(device_id, method_name)
 
     def device_disconnected(self, device_id: str) -> None:
         if device_id not in self._online:
@@ -405,9 +426,15 @@ class Hub:
                      response_timeout: float = DEFAULT_RESPONSE_TIMEOUT, connect_timeout: float = 0) -> MethodCall:
         """Start a call; it completes via the device's response or fails at `expire_due()`."""
         self.registry.get(device_id)
-        online = device_id in self._online
-        call = self.methods.start(device_id, method_name, payload, online=online,
-                                  response_timeout=response_timeout, connect_timeout=connect_timeout)
+        online = self._can_receive_method(device_id, method_name)
+        try:
+            call = self.methods.start(device_id, method_name, payload, online=online,
+                                      response_timeout=response_timeout, connect_timeout=connect_timeout)
+        except DeviceNotOnline:
+            if device_id in self._online:  # connected, but not subscribed to its method requests
+                raise DeviceNotOnline(f"Device {device_id} is connected but hasn't registered the direct method "
+                                      "callback (it has not subscribed to its method requests)") from None
+            raise
         if online:
             self._dispatch(call)
         return call
@@ -468,6 +495,18 @@ class Hub:
             if row.get("jobId") in rows:
                 rows[row["jobId"]][row["deviceId"]] = row
         return [{**saved, "devices": list(rows[job_id].values())} for job_id, saved in jobs.items()]
+
+    # ---- persistence for the MQTT front's persistent sessions -------------------------------------
+    def save_session(self, client_id: str, record: dict[str, Any]) -> None:
+        """Keep a persistent (clean_session=0) session's record across restarts."""
+        self._store.put(store_kinds.SESSIONS, client_id, record)
+
+    def delete_session(self, client_id: str) -> None:
+        self._store.delete(store_kinds.SESSIONS, client_id)
+
+    def saved_sessions(self) -> list[dict[str, Any]]:
+        """The stored session records of devices that still exist."""
+        return [r for r in self._store.load(store_kinds.SESSIONS) if r.get("client_id") in self.registry]
 
     # ---- DPS -------------------------------------------------------------------------------------
     def add_enrollment(self, enrollment: IndividualEnrollment) -> None:
