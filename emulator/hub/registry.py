@@ -10,7 +10,7 @@ import binascii
 import re
 import secrets
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .clock import NEVER, Clock, iso_timestamp
@@ -113,12 +113,17 @@ class Device:
         }
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a scalar: a flat copy does what dataclasses.asdict does at a tenth of the cost
+        # (a device is saved on every connect and disconnect).
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Device:
         known = {name for name in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in record.items() if k in known})
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(Device))
 
 
 class Registry:

@@ -144,3 +144,12 @@ def test_bulk_create_is_all_or_nothing(hub, bad):
     with pytest.raises((ArgumentInvalid, DeviceAlreadyExists)):
         hub.create_devices([NewDevice("b1"), NewDevice(**bad), NewDevice("b3")])
     assert [d.device_id for d in hub.list_devices()] == ["existing"]
+
+
+def test_a_device_record_is_a_flat_copy_of_every_field(hub):
+    import dataclasses
+    device = hub.create_device("d1", status_reason="why")
+    record = device.to_record()
+    assert record == dataclasses.asdict(device)  # every field, and only scalars: nothing shared to change
+    record["status"] = "disabled"
+    assert device.status == "enabled"
