@@ -13,7 +13,8 @@ from .telemetry import TelemetryMessage
 __all__ = [
     "Clock", "FakeClock", "system_clock", "ArgumentInvalid", "DeviceAlreadyExists", "DeviceNotFound",
     "DeviceNotOnline", "GatewayTimeout", "HubError", "IotHubUnauthorizedAccess", "MessageTooLarge",
-    "PreconditionFailed", "ThrottlingException", "DeviceDisabled", "DeviceConnections", "DeviceLink", "Hub", "NewDevice", "MethodCall",
+    "PreconditionFailed", "ThrottlingException", "DeviceDisabled", "DeviceConnections", "DeviceLink", "Hub",
+    "NewDevice", "MethodCall",
     "MethodResult", "GroupEnrollment", "IndividualEnrollment", "RegistrationState", "Device",
     "TelemetryMessage",
 ]

@@ -138,9 +138,15 @@ class Hub:
         self.jobs.restore(self.saved_jobs())
         long_lived.settle(len(self.registry))
 
-    def _save_device(self, device: Device) -> None:
+    def _save_device(self, device: Device, *, connection_only: bool = False) -> None:
+        """`connection_only`: only its connection state (and activity, model id) changed."""
         self._store.put(store_kinds.DEVICES, device.device_id, device.to_record())
-        self.views.changed(device.device_id)
+        if connection_only:
+            self.views.patched(device.device_id, {"connectionState": device.connection_state,
+                                                  "lastActivityTime": device.last_activity_time,
+                                                  "modelId": device.model_id})
+        else:
+            self.views.changed(device.device_id)
 
     def _save_twin(self, twin: Twin) -> None:
         self._store.put(store_kinds.TWINS, twin.device_id, twin.to_record())
@@ -151,7 +157,7 @@ class Hub:
         device = self.registry.find(device_id)
         if device is not None:
             self.registry.touch(device_id)
-            self.views.touched(device_id, device.last_activity_time)
+            self.views.patched(device_id, {"lastActivityTime": device.last_activity_time})
 
     # ---- well-known development credentials ------------------------------------------------------
     def register_well_known(self) -> None:
@@ -369,7 +375,7 @@ class Hub:
             device.model_id = model_id
         self._online.add(device_id)
         self.connections_total[device_id] += 1
-        self._save_device(device)
+        self._save_device(device, connection_only=True)
         self._dispatch_waiting(device_id)
 
     def device_subscribed(self, device_id: str) -> None:
@@ -394,7 +400,7 @@ class Hub:
         device = self.registry.find(device_id)
         if device:
             self.registry.set_connected(device_id, False)
-            self._save_device(device)
+            self._save_device(device, connection_only=True)
 
     def device_twin(self, device_id: str) -> dict[str, Any]:
         """The body of the reply to a device's twin GET."""

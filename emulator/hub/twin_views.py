@@ -126,13 +126,14 @@ class TwinViews:
         """The device (new, or its identity or twin changed): rebuild its document when next needed."""
         self._stale[device_id] = None
 
-    def touched(self, device_id: str, last_activity_time: str) -> None:
-        """Only the device's lastActivityTime moved (any message from it): a cheap new document."""
+    def patched(self, device_id: str, fields: Document) -> None:
+        """Only these top-level fields of the device's document moved (its activity, its connection):
+        a shallow new document instead of a rebuild."""
         document = self._documents.get(device_id)
         if document is None or device_id in self._stale:
             self._stale[device_id] = None
             return
-        document = self._documents[device_id] = {**document, "lastActivityTime": last_activity_time}
+        document = self._documents[device_id] = {**document, **fields}
         for index in self._indexes.values():
             index.put(device_id, document)
 

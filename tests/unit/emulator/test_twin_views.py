@@ -106,3 +106,15 @@ async def test_an_index_on_a_field_whose_values_are_mostly_unique(hub):
     assert await ids(hub, "SELECT * FROM devices WHERE tags.n IN [0, 1, 3]") == ["d1", "d3"]
     hub.update_twin("d1", {"tags": {"n": None}})
     assert await ids(hub, "SELECT * FROM devices WHERE tags.n = 0") == []
+
+
+async def test_connecting_and_disconnecting_show_in_the_documents(hub):
+    assert await ids(hub, "SELECT * FROM devices WHERE connectionState = 'Connected'") == []  # builds the index
+    hub.device_connected("d1", model_id="dtmi:com:example:Lamp;1")
+    hub.device_connected("d3")
+    assert await ids(hub, "SELECT * FROM devices WHERE connectionState = 'Connected'") == ["d1", "d3"]
+    row, = await hub.query(parse_query("SELECT * FROM devices WHERE deviceId = 'd1'"))
+    assert (row["modelId"], row["lastActivityTime"]) == ("dtmi:com:example:Lamp;1", hub.get_device("d1").last_activity_time)
+    hub.device_disconnected("d1")
+    assert await ids(hub, "SELECT * FROM devices WHERE connectionState = 'Connected'") == ["d3"]
+    assert await ids(hub, "SELECT * FROM devices WHERE connectionState = 'Disconnected' AND tags.site = 'a'") == ["d0", "d2", "d4"]
