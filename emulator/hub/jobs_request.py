@@ -2,6 +2,9 @@
 
 Limits follow IoT Hub: method payload <= 128 KB, responseTimeoutInSeconds 5..300 (default 30),
 connectTimeoutInSeconds 0..300 (default 0), a startTime that may lack a time zone (then it is UTC).
+Whole numbers may come as JSON strings ("30"), as IoT Hub's JSON reader accepts them (the az
+extension sends its timeouts so). A queryCondition of "*" targets every device (Microsoft's jobs
+guide and az's help use it).
 """
 
 from __future__ import annotations
@@ -9,23 +12,30 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
+from hubsettings import limits
+
+from .clock import iso_timestamp, parse_timestamp
 from .errors import HubError
 from .jobs_errors import JobArgumentInvalid, JobArgumentNull
 from .query import Condition, QuerySyntaxError, parse_condition
+from .query.nodes import BareValue, Literal
 from .twins import clean_patch
 
 METHOD_JOB = "scheduleDeviceMethod"
 TWIN_JOB = "scheduleUpdateTwin"
 JOB_TYPES = (METHOD_JOB, TWIN_JOB)
 
-MAX_PAYLOAD_BYTES = 128 * 1024
-DEFAULT_RESPONSE_TIMEOUT = 30
-DEFAULT_CONNECT_TIMEOUT = 0
+MAX_PAYLOAD_BYTES = limits.METHOD_PAYLOAD_MAX_BYTES
+DEFAULT_RESPONSE_TIMEOUT = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT
+DEFAULT_CONNECT_TIMEOUT = limits.METHOD_CONNECT_TIMEOUT_DEFAULT
 #: What the emulator assumes when a request gives no maxExecutionTimeInSeconds.
 DEFAULT_MAX_EXECUTION_SECONDS = 3600
+
+#: queryCondition "*": every device.
+EVERY_DEVICE = "*"
+_WHOLE_NUMBER_TEXT = re.compile(r"^\s*[+-]?\d{1,18}\s*$")
 
 # IoT Hub job ids follow the device id rules: <= 128 ASCII letters, digits and -:.+%_#*?!(),=@;$'
 _JOB_ID = re.compile(r"^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$")
@@ -69,10 +79,7 @@ def parse_job_request(body: Any, now: float, job_id: str | None = None) -> JobSp
         raise JobArgumentNull("queryCondition is required")
     if not isinstance(text, str):
         raise JobArgumentInvalid("queryCondition must be a string")
-    try:
-        condition = parse_condition(text)
-    except QuerySyntaxError as error:
-        raise JobArgumentInvalid(f"queryCondition is invalid: {error}") from None
+    condition = _condition(text)
 
     method = _method(body.get("cloudToDeviceMethod")) if job_type == METHOD_JOB else None
     twin = _twin_patch(body.get("updateTwin")) if job_type == TWIN_JOB else None
@@ -88,21 +95,32 @@ def parse_job_request(body: Any, now: float, job_id: str | None = None) -> JobSp
     )
 
 
-def parse_utc(text: str) -> float:
-    """ISO 8601 -> epoch seconds; a time without a zone is UTC (the SDK may send one)."""
-    cleaned = text.strip()
-    # Python 3.11 takes at most 6 fractional digits in some layouts; .NET writes 7.
-    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", cleaned)
-    moment = datetime.fromisoformat(cleaned.replace("z", "Z"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+def json_whole_number(value: Any) -> int | None:
+    """An integer as IoT Hub reads one from JSON: a number without a fraction, or a string of digits
+    ("30"); None for anything else (booleans, fractions, other text)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _WHOLE_NUMBER_TEXT.match(value):
+        return int(value)
+    return None
 
 
-def format_utc(epoch_seconds: float) -> str:
-    """Epoch seconds -> ISO 8601 UTC with a Z, as IoT Hub writes times."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _condition(text: str) -> Condition:
+    if text.strip() == EVERY_DEVICE:
+        return BareValue(Literal(True))
+    try:
+        return parse_condition(text)
+    except QuerySyntaxError as error:
+        raise JobArgumentInvalid(f"queryCondition is invalid: {error}") from None
+
+
+#: Kept under these names for the job modules; the one implementation is in clock.py.
+parse_utc = parse_timestamp
+format_utc = iso_timestamp
 
 
 def _start_time(value: Any, now: float) -> float:
@@ -119,18 +137,20 @@ def _start_time(value: Any, now: float) -> float:
 def _max_execution(value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_EXECUTION_SECONDS
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    seconds = json_whole_number(value)
+    if seconds is None or seconds <= 0:
         raise JobArgumentInvalid("maxExecutionTimeInSeconds must be a positive whole number")
-    return value
+    return seconds
 
 
 def _timeout(method: dict, name: str, default: int, low: int, high: int) -> int:
     value = method.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    seconds = json_whole_number(value)
+    if seconds is None or not low <= seconds <= high:
         raise JobArgumentInvalid(f"cloudToDeviceMethod.{name} must be a whole number from {low} to {high}")
-    return value
+    return seconds
 
 
 def _method(method: Any) -> dict:
@@ -148,10 +168,10 @@ def _method(method: Any) -> dict:
         "methodName": name,
         "payload": payload,
         "responseTimeoutInSeconds": _timeout(
-            method, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT, 5, 300
+            method, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT, *limits.METHOD_RESPONSE_TIMEOUT_RANGE
         ),
         "connectTimeoutInSeconds": _timeout(
-            method, "connectTimeoutInSeconds", DEFAULT_CONNECT_TIMEOUT, 0, 300
+            method, "connectTimeoutInSeconds", DEFAULT_CONNECT_TIMEOUT, *limits.METHOD_CONNECT_TIMEOUT_RANGE
         ),
     }
 

@@ -42,13 +42,11 @@ def service_cli(emulator: EmulatorProcess, *args: str) -> subprocess.CompletedPr
 
 
 def test_without_the_right_to_bind_443_it_falls_back_and_says_how_to_allow_it(tmp_path):
-    emulator = EmulatorProcess(free_loopback_address(), tmp_path / "data", unprivileged_prefix())
-    emulator.data_dir.mkdir()
+    emulator = EmulatorProcess(free_loopback_address(), tmp_path / "data", command_prefix=unprivileged_prefix())
     try:
         emulator.start()
-        info = emulator.info
-        assert info["rest_port"] == wellknown.REST_FALLBACK_PORT
-        assert info["service_connection_string"].startswith(
+        assert emulator.rest_port == wellknown.REST_FALLBACK_PORT
+        assert emulator.service_connection_string.startswith(
             f"HostName={emulator.address}:{wellknown.REST_FALLBACK_PORT};SharedAccessKeyName=iothubowner;")
         listed = service_cli(emulator, "device", "list")  # the project's own service CLI, port in HostName
         assert listed.returncode == 0, listed.stderr
@@ -68,13 +66,11 @@ def test_with_443_the_connection_strings_carry_no_port(tmp_path):
         pytest.skip(f"this user may not bind port 443 (allow it with `{loopback.how_to_allow_port_443()}`); "
                     "the fallback is tested above")
     emulator = EmulatorProcess(free_loopback_address(), tmp_path / "data")
-    emulator.data_dir.mkdir()
     try:
         emulator.start()
-        info = emulator.info
-        assert info["rest_port"] == 443
-        assert info["service_connection_string"].startswith(f"HostName={emulator.address};SharedAccessKeyName=")
-        assert info["device_connection_strings"][wellknown.DEVICE_ID].startswith(f"HostName={emulator.address};")
+        assert emulator.rest_port == 443
+        assert emulator.service_connection_string.startswith(f"HostName={emulator.address};SharedAccessKeyName=")
+        assert emulator.info.device_connection_strings[wellknown.DEVICE_ID].startswith(f"HostName={emulator.address};")
         listed = service_cli(emulator, "device", "list")
         assert listed.returncode == 0, listed.stderr
         assert f"Using IoT hub {emulator.address} with policy iothubowner" in listed.stderr + listed.stdout
@@ -87,11 +83,9 @@ def test_emulators_side_by_side_each_take_443_on_their_own_address(tmp_path):
     if not loopback.may_bind(wellknown.REST_PORT):
         pytest.skip(f"this user may not bind port 443 (allow it with `{loopback.how_to_allow_port_443()}`)")
     first = EmulatorProcess(free_loopback_address(), tmp_path / "one")
-    first.data_dir.mkdir()
     try:
         first.start()
         second = EmulatorProcess(loopback.free_loopback_address(exclude=[first.address]), tmp_path / "two")
-        second.data_dir.mkdir()
         try:
             second.start()
             assert (first.rest_port, second.rest_port) == (443, 443)

@@ -20,7 +20,7 @@ WAIT = 30.0
 
 
 def _job_manager(emulator_process) -> IoTHubJobManager:
-    manager = IoTHubJobManager.from_connection_string(emulator_process.info["service_connection_string"])
+    manager = IoTHubJobManager.from_connection_string(emulator_process.service_connection_string)
     manager.protocol.config.connection.verify = str(emulator_process.data_dir / "certs" / "ca.pem")
     return manager
 
