@@ -16,6 +16,7 @@ from hubsettings.sas import SasError, SasToken, parse_token
 
 from .. import store as store_kinds
 from ..store import SqliteStore, Store
+from .c2d import CloudMessage, CloudToDeviceQueues
 from .clock import Clock, system_clock
 from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, IotHubUnauthorizedAccess
 from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodResult, parse_response_payload
@@ -33,6 +34,8 @@ class DeviceLink(Protocol):
     def disconnect_device(self, device_id: str) -> None: ...
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: drop what the link keeps for it (MQTT persistent session, ...)."""
+    def deliver_cloud_messages(self, device_id: str) -> None:
+        """Cloud-to-device messages are waiting for this device: send them if it can take them."""
 
 
 class DeviceDisabled(IotHubUnauthorizedAccess):
@@ -66,6 +69,7 @@ class Hub:
         self._online: set[str] = set()
         self._link: DeviceLink | None = None
         self._load()
+        self.c2d = CloudToDeviceQueues(clock, self._store)
 
     # ---- wiring ----------------------------------------------------------------------------------
     def attach_link(self, link: DeviceLink | None) -> None:
@@ -151,6 +155,7 @@ class Hub:
             self._disconnect(device_id)
         if self._link:
             self._link.forget_device(device_id)  # a device created again with this id starts afresh
+        self.c2d.purge(device_id)
 
     def _disconnect(self, device_id: str) -> None:
         if self._link:
@@ -347,7 +352,24 @@ class Hub:
 
     def expire_due(self) -> list[MethodCall]:
         """Fail method calls whose connect or response deadline has passed (call this periodically)."""
+        self.c2d.expire()
         return self.methods.expire()
+
+    # ---- cloud-to-device messages ----------------------------------------------------------------
+    def send_cloud_message(self, device_id: str, body: bytes, **fields: Any) -> CloudMessage:
+        """Queue a cloud-to-device message (fields: see CloudToDeviceQueues.enqueue) and push it to the
+        device if it is connected. Raises DeviceNotFound, MessageTooLarge,
+        DeviceMaximumQueueDepthExceeded, ArgumentInvalid; nothing is queued when it raises."""
+        device = self.registry.get(device_id)
+        message = self.c2d.enqueue(device_id, body, device_generation_id=device.generation_id, **fields)
+        if self._link and device_id in self._online:
+            self._link.deliver_cloud_messages(device_id)
+        return message
+
+    def purge_cloud_messages(self, device_id: str) -> int:
+        """DELETE /devices/{id}/commands: drop the device's queued messages; returns how many."""
+        self.registry.get(device_id)
+        return self.c2d.purge(device_id)
 
     # ---- persistence for the job scheduler (emulator/hub/jobs.py) ---------------------------------
     def save_job(self, snapshot: dict[str, Any]) -> None:

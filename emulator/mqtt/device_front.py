@@ -22,10 +22,12 @@ from typing import Any
 from hubsettings.sas import parse_token
 
 from ..hub import Hub, HubError, MethodCall
+from ..hub.c2d import CloudMessage
+from ..hub.clock import iso_timestamp
 from .dps_front import DpsFront, DpsIdentity, dps_subscription_allowed, parse_dps_username
 from .front_common import (Link, RefusedConnect, Violation, parse_json, parse_properties,
                            parse_topic_query)
-from .session import ConnectionLost, ConnectRequested, MessageReceived
+from .session import ConnectionLost, ConnectRequested, Delivered, MessageReceived, Subscribed
 from .session_state import SessionState
 
 log = logging.getLogger("emulator.mqtt")
@@ -71,6 +73,9 @@ class DeviceFront:
         # (token renewal) or a disconnect needs no removal here; expire_tokens() only touches due entries.
         self._token_expiries: list[tuple[float, str]] = []
         self.dps = DpsFront(hub)  # DPS registration clients' auth and topics
+        # Cloud-to-device messages published and not yet PUBACKed: device id -> packet id -> lock token.
+        # Kept with the persistent session, which resends them with DUP on the next connection.
+        self._cloud_in_flight: dict[str, dict[int, str]] = {}
         hub.attach_link(self)
 
     # ---- events from the server ------------------------------------------------------------------
@@ -80,6 +85,10 @@ class DeviceFront:
                 self._on_connect(link, event)
             elif isinstance(event, MessageReceived):
                 self._on_message(link, event)
+            elif isinstance(event, Delivered):
+                self._on_delivered(link, event.packet_id)
+            elif isinstance(event, Subscribed):
+                self._on_subscribed(link)
             elif isinstance(event, ConnectionLost):
                 log.debug("%s: connection lost (%s)", link.peer, event.reason)
                 self.link_closed(link)
@@ -145,6 +154,11 @@ class DeviceFront:
             self._track_token_expiry(identity)
             log.info("device %s connected from %s", identity.device_id, link.peer)
             self.hub.device_connected(identity.device_id, identity.model_id)
+            if not present or connect.clean_session:
+                # A new session has none of the earlier publishes: those messages go out again.
+                self._cloud_in_flight.pop(identity.device_id, None)
+                self.hub.c2d.release_all(identity.device_id)
+            self.deliver_cloud_messages(identity.device_id)
         else:
             log.info("DPS registration %s connected from %s", identity.registration_id, link.peer)
 
@@ -290,6 +304,63 @@ class DeviceFront:
         (subscriptions, unacknowledged publishes) and no remembered twin replies of the old one."""
         self._sessions.pop(("hub", device_id), None)
         self._replies.pop(device_id, None)
+        self._cloud_in_flight.pop(device_id, None)
+
+    # ---- cloud-to-device messages: QoS 1 to a subscribed device, completed by its PUBACK ----------
+    def deliver_cloud_messages(self, device_id: str) -> None:
+        link = self._live.get(device_id)
+        session = link.connection.session if link is not None else None
+        if link is None or session is None or not _subscribed_to_cloud_messages(session.subscriptions, device_id):
+            return  # IoT Hub keeps them until the device subscribes to devices/{id}/messages/devicebound/#
+        in_flight = self._cloud_in_flight.setdefault(device_id, {})
+        for message in self.hub.c2d.take_for_delivery(device_id):
+            packet_id = link.connection.publish(cloud_message_topic(message), message.body, qos=1)
+            if packet_id is None:  # the connection is closing: the message waits for the next one
+                self.hub.c2d.release(device_id, message.lock_token)
+                continue
+            in_flight[packet_id] = message.lock_token
+        link.flush()
+
+    def _on_delivered(self, link: Link, packet_id: int) -> None:
+        identity = self._identities.get(link)
+        if isinstance(identity, DeviceIdentity):
+            lock_token = self._cloud_in_flight.get(identity.device_id, {}).pop(packet_id, None)
+            if lock_token is not None:
+                self.hub.c2d.complete(identity.device_id, lock_token)
+
+    def _on_subscribed(self, link: Link) -> None:
+        identity = self._identities.get(link)
+        if isinstance(identity, DeviceIdentity):
+            self.deliver_cloud_messages(identity.device_id)
+
+
+def cloud_message_topic(message: CloudMessage) -> str:
+    """`devices/{id}/messages/devicebound/{property bag}`: system properties as `$.mid`, `$.cid`, `$.uid`,
+    `$.to`, `$.ct`, `$.ce`, `$.exp`, then `iothub-ack` and the application properties, URL-encoded."""
+    pairs: list[tuple[str, str | None]] = [
+        ("$.mid", message.message_id), ("$.cid", message.correlation_id), ("$.uid", message.user_id),
+        ("$.to", message.to), ("$.ct", message.content_type), ("$.ce", message.content_encoding),
+        ("$.exp", iso_timestamp(message.expiry_time)),
+        ("iothub-ack", message.ack if message.ack != "none" else None), *message.properties.items()]
+    bag = "&".join(f"{urllib.parse.quote(k, safe='')}={urllib.parse.quote(v, safe='')}"
+                   for k, v in pairs if v is not None)
+    return f"devices/{message.device_id}/messages/devicebound/{bag}"
+
+
+def _subscribed_to_cloud_messages(subscriptions: dict[str, int], device_id: str) -> bool:
+    """Whether any of the session's topic filters matches the device's cloud-to-device topic."""
+    topic = f"devices/{device_id}/messages/devicebound/x".split("/")
+    for topic_filter in subscriptions:
+        levels = topic_filter.split("/")
+        for i, level in enumerate(levels):
+            if level == "#":
+                return True
+            if i >= len(topic) or (level != "+" and level != topic[i]):
+                break
+        else:
+            if len(levels) == len(topic):
+                return True
+    return False
 
 
 def _subscription_rule(identity: DeviceIdentity | DpsIdentity) -> Callable[[str], bool]:
