@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 from hubsettings import wellknown
 from hubsettings.discovery import EmulatorInfo, discovery_path, emulator_home, remove_discovery, write_discovery
 
+from .amqp.server import DEFAULT_PORT as AMQP_PORT
+from .amqp.server import AmqpServer
 from .certs import CertificatePaths, ensure_certificates, server_ssl_context
 from .hub import Hub, MethodResult
 from .mqtt.device_front import DeviceFront
@@ -59,6 +61,8 @@ class EmulatorConfig:
     mqtt_port: int = wellknown.MQTT_PORT
     # The service front (REST over HTTPS, MQTT over WebSockets, jobs); None runs devices only.
     rest_port: int | None = wellknown.REST_PORT
+    # The service AMQP front (cloud-to-device messages and their feedback); None: no AMQP listener.
+    amqp_port: int | None = AMQP_PORT
     data_dir: Path | None = None  # None: hubsettings.emulator_home()
     in_memory: bool = False
     discovery_file: Path | None = None  # None: hubsettings.discovery_path() (IOTHUB_EMULATOR_DISCOVERY)
@@ -86,6 +90,8 @@ class EmulatorServer:
         self.data_dir: Path | None = None
         self.discovery_file: Path | None = None
         self._mqtt: MqttServer | None = None
+        self._amqp: AmqpServer | None = None
+        self.amqp_port: int | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._temp_dir: str | None = None
 
@@ -119,6 +125,9 @@ class EmulatorServer:
                 limits = Throttle(config.throttle, config.throttle_clock) if config.throttle else None
                 self.service = ServiceFront(self.hub, self.front, ssl_context, limits=limits)
                 self.rest_port = await self.service.start(config.address, config.rest_port)
+            if config.amqp_port is not None:
+                self._amqp = AmqpServer(self.hub, ssl_context)
+                self.amqp_port = await self._amqp.start(config.address, config.amqp_port)
         except BaseException:
             await self._release()
             raise
@@ -130,6 +139,9 @@ class EmulatorServer:
         if self.rest_port is not None:
             log.info("listening for services (HTTPS REST, MQTT over WebSockets) on %s:%s", config.address,
                      self.rest_port)
+        if self.amqp_port is not None:
+            log.info("listening for services (AMQP/TLS: cloud-to-device messages, feedback) on %s:%s",
+                     config.address, self.amqp_port)
         if self.service is not None and self.service.limits is not None:
             log.info("throttling the service API with IoT Hub %s tier limits (429 ThrottlingException)",
                      self.service.limits.tier)
@@ -161,6 +173,9 @@ class EmulatorServer:
         log.info("stopped")
 
     async def _release(self) -> None:
+        if self._amqp:
+            await self._amqp.stop()
+            self._amqp = None
         if self.service:
             await self.service.stop()  # before the hub closes: running jobs are saved through it
             self.service = None
