@@ -152,8 +152,9 @@ class FeedbackDeliveries:
         c2d = self._hub.c2d
         while self._link.credit > 0 and (batch := c2d.take_feedback()) is not None:
             body = json.dumps(batch.records, separators=(",", ":")).encode("utf-8")
-            message = Message(body=body, id=str(uuid.uuid4()), content_type=FEEDBACK_CONTENT_TYPE,
-                              user_id=self._hub.host_name.encode("utf-8"))
+            # inferred: the JSON goes in a data section (binary), as IoT Hub sends it
+            message = Message(body=body, inferred=True, id=str(uuid.uuid4()),
+                              content_type=FEEDBACK_CONTENT_TYPE, user_id=self._hub.host_name.encode("utf-8"))
             delivery = self._connection.send(self._link, message, settled=self._presettled)
             if self._presettled:
                 c2d.complete_feedback(batch.batch_id)

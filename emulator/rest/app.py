@@ -17,7 +17,7 @@ from ..hub import Hub
 from ..hub.errors import HubError
 from ..hub.jobs import JobScheduler
 from ..mqtt.device_front import DeviceFront
-from . import auth, devices, jobs, methods, query, telemetry, throttle, twins
+from . import auth, cloud_messages, devices, jobs, methods, query, telemetry, throttle, twins
 from .auth import ServiceAuthorizer
 from .context import AUTHORIZER, HUB, QUERY_PAGES, SCHEDULER, THROTTLE
 from .errors import InvalidProtocolVersion, ServerError, error_response, from_http_exception
@@ -41,6 +41,7 @@ ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
     ("GET", "/devices/{id}", devices.get_device, auth.REGISTRY_READ),
     ("PUT", "/devices/{id}", devices.put_device, auth.REGISTRY_WRITE),
     ("DELETE", "/devices/{id}", devices.delete_device, auth.REGISTRY_WRITE),
+    ("DELETE", "/devices/{id}/commands", cloud_messages.purge_queue, cloud_messages.PURGE_RIGHTS),
     ("GET", "/twins/{id}", twins.get_twin, auth.TWIN_READ),
     ("PATCH", "/twins/{id}", twins.update_twin, auth.TWIN_WRITE),
     ("PUT", "/twins/{id}", twins.replace_twin, auth.TWIN_WRITE),
