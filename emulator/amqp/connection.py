@@ -145,7 +145,13 @@ class AmqpConnection:
                 break
             chunks.append(bytes(self._transport.peek(pending)))
             self._transport.pop(pending)
-        if self._transport.closed:
+        if self._transport.closed or self._transport.capacity() < 0:
+            # Both ends done, or proton stopped reading (the peer closed, or sent a frame it could not
+            # take): what it had to say is in `chunks`; nothing more will come of this connection.
+            if not self._closed and self.close_reason is None and not self._transport.closed:
+                condition = self._transport.condition
+                self.close_reason = (f"{condition.name}: {condition.description}" if condition
+                                     else "the client's AMQP input cannot be read (malformed frame?)")
             self._closed = True
         return b"".join(chunks)
 
