@@ -65,11 +65,12 @@ class Endpoints(Protocol):
 
 
 def link_path(address: str | None) -> str:
-    """`amqps://host/messages/devicebound` and `/messages/devicebound` -> `/messages/devicebound`."""
+    """`amqps://host/messages/devicebound` and `/messages/devicebound` -> `/messages/devicebound`.
+    Lower-cased: IoT Hub's node names are case-insensitive (Node's SDK asks for `serviceBound`)."""
     address = address or ""
     if "://" in address:
         address = urllib.parse.urlsplit(address).path
-    return "/" + address.lstrip("/")
+    return "/" + address.lstrip("/").lower()
 
 
 class AmqpConnection:

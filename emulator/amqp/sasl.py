@@ -5,6 +5,8 @@ next": uamqp, so azure-iot-hub and the az CLI, picks it; the Node SDK ANONYMOUS)
 and C SDKs). Proton's built-in SASL (without Cyrus) can only offer ANONYMOUS as a server, so the
 exchange is handled here: the frames are tiny, and proton's own codec (`proton.Data`) encodes and
 decodes their bodies. Sans-I/O: `receive_data()` eats bytes, `data_to_send()` returns the replies.
+A client may also skip SASL and send the AMQP header at once (the Node SDK's azure-iothub does), as
+IoT Hub allows: it then proves itself with `$cbs` like an anonymous one.
 
     client: "AMQP" 3 1 0 0                      server: "AMQP" 3 1 0 0, sasl-mechanisms
     client: sasl-init (mechanism, response)     server: sasl-outcome (ok / auth failed)
@@ -35,7 +37,7 @@ class SaslError(Exception):
 
 @dataclass(frozen=True)
 class SaslIdentity:
-    mechanism: Literal["MSSBCBS", "ANONYMOUS", "PLAIN"]
+    mechanism: Literal["MSSBCBS", "ANONYMOUS", "PLAIN", "NONE"]  # NONE: the client skipped SASL
     username: str | None = None
     password: str | None = None
 
@@ -82,8 +84,15 @@ class SaslServer:
         self._buffer += data
         if self._state == "header":
             if len(self._buffer) < 8:
-                if not SASL_HEADER.startswith(bytes(self._buffer[:8])):
+                head = bytes(self._buffer)
+                if not (SASL_HEADER.startswith(head) or AMQP_HEADER.startswith(head)):
                     raise SaslError(self._header_problem())
+                return
+            if bytes(self._buffer[:8]) == AMQP_HEADER:  # no SASL: everything goes to the AMQP engine
+                self.identity = SaslIdentity("NONE")
+                self.leftover = bytes(self._buffer)
+                self._buffer.clear()
+                self._state = "done"
                 return
             if bytes(self._buffer[:8]) != SASL_HEADER:
                 raise SaslError(self._header_problem())
@@ -99,7 +108,8 @@ class SaslServer:
         if head.startswith(b"AMQP"):
             # A protocol header we do not take: answer with ours, as the spec asks, then close.
             self._out += SASL_HEADER
-            return f"the client sent protocol header {head!r}; IoT Hub requires SASL first ({SASL_HEADER!r})"
+            return (f"the client sent protocol header {head!r}; IoT Hub speaks AMQP 1.0 ({AMQP_HEADER!r}), "
+                    f"with or without SASL first ({SASL_HEADER!r})")
         return f"not an AMQP client (first bytes {head[:8]!r})"
 
     def _read_init(self) -> None:
