@@ -17,6 +17,7 @@ import click
 from hubsettings import is_loopback_host, mask_key, mask_secrets, wellknown
 from hubsettings.discovery import emulator_home
 
+from .amqp.server import DEFAULT_PORT as AMQP_PORT
 from .certs import CertificateError
 from .mqtt.server import AddressInUse
 from .rest.throttle import TIERS
@@ -45,6 +46,9 @@ class StartError(click.ClickException):
 @click.option("--rest-port", type=click.IntRange(0, 65535), default=wellknown.REST_PORT, show_default=True,
               help="HTTPS port for the service SDK/CLI (REST) and for devices using MQTT over WebSockets "
                    "(those always dial 443: use --rest-port 443 for them).")
+@click.option("--amqp-port", type=click.IntRange(0, 65535), default=AMQP_PORT, show_default=True,
+              help="AMQP/TLS port for services: cloud-to-device messages and their feedback (the SDKs "
+                   "always dial 5671).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Where the registry, twins and certificates are kept. Default: {emulator_home()}")
 @click.option("--in-memory", is_flag=True, help="Keep nothing on disk (state is lost at exit).")
@@ -58,8 +62,8 @@ class StartError(click.ClickException):
 @click.option("--throttle", type=click.Choice(list(TIERS), case_sensitive=False), default=None,
               help="Throttle the service API as an IoT hub of this tier (one unit) does: past the limit, "
                    "429 ThrottlingException with Retry-After. Off by default.")
-def main(address: str, host_name: str | None, mqtt_port: int, rest_port: int, data_dir: Path | None,
-         in_memory: bool,
+def main(address: str, host_name: str | None, mqtt_port: int, rest_port: int, amqp_port: int,
+         data_dir: Path | None, in_memory: bool,
          log_level: str, show_keys: bool, discovery_file: Path | None, no_discovery: bool,
          throttle: str | None) -> None:
     """Run a local Azure IoT Hub emulator (devices over MQTT/TLS and DPS, services over HTTPS REST) with
@@ -69,7 +73,8 @@ def main(address: str, host_name: str | None, mqtt_port: int, rest_port: int, da
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
     config = EmulatorConfig(address=address, host_name=host_name or default_host_name(address),
-                            mqtt_port=mqtt_port, rest_port=rest_port, data_dir=data_dir, in_memory=in_memory,
+                            mqtt_port=mqtt_port, rest_port=rest_port, amqp_port=amqp_port, data_dir=data_dir,
+                            in_memory=in_memory,
                             discovery_file=discovery_file, write_discovery=not no_discovery,
                             throttle=throttle.upper() if throttle else None)
     try:
@@ -114,6 +119,8 @@ def describe(server: EmulatorServer, show_keys: bool) -> str:
            "and its keys are public."] if not is_loopback_host(config.address) else []),
         f"  Devices (MQTT/TLS, DPS): {config.address}:{info.mqtt_port}   host name: {info.host_name}",
         f"  Services (HTTPS REST):   {config.address}:{info.rest_port}",
+        *([f"  Services (AMQP/TLS):     {config.address}:{server.amqp_port}   (cloud-to-device messages)"]
+          if server.amqp_port is not None else []),
         f"  CA certificate:          {info.ca_file}",
         f"  Data:                    {'in memory (lost at exit)' if config.in_memory else info.data_dir}",
         f"  Discovery file:          {server.discovery_file or 'not written'}",
