@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from proton import Delivery, Link, Message, int32
 
 from ..hub import Hub, HubError
-from .connection import AmqpConnection, Outcome, Refused
+from .connection import AmqpConnection, InboundNode, Outcome, Refused
 
 log = logging.getLogger("emulator.amqp")
 
@@ -54,7 +54,7 @@ def require_service_connect(hub: Hub, connection: AmqpConnection) -> str:
         raise Refused("amqp:unauthorized-access", e.message) from None
 
 
-class CbsRequests:
+class CbsRequests(InboundNode):
     """The client's sender link to `$cbs` (our receiver): put-token requests."""
 
     def __init__(self, hub: Hub, connection: AmqpConnection):
@@ -89,15 +89,6 @@ class CbsRequests:
         grants_of(self._connection).token = token
         log.debug("%s: $cbs put-token accepted for policy %s", self._connection.peer, policy)
         return 200, "OK"
-
-    def on_credit(self) -> None:
-        pass
-
-    def on_settled(self, delivery: Delivery) -> None:
-        pass
-
-    def on_closed(self) -> None:
-        pass
 
 
 class CbsReplies:

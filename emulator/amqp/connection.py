@@ -57,6 +57,22 @@ class LinkHandler(Protocol):
     def on_closed(self) -> None: ...
 
 
+class InboundNode:
+    """A LinkHandler for a node clients send to (our receiver link): only `on_message` matters."""
+
+    def on_message(self, message: Message) -> Outcome:
+        raise NotImplementedError
+
+    def on_credit(self) -> None:
+        pass
+
+    def on_settled(self, delivery: Delivery) -> None:
+        pass
+
+    def on_closed(self) -> None:
+        pass
+
+
 class Endpoints(Protocol):
     """What the service side offers on a connection: decides each link by its address."""
 

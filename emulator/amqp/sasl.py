@@ -1,8 +1,8 @@
 """The SASL layer of an AMQP 1.0 connection, server side, before the AMQP engine sees any byte.
 
 IoT Hub offers SASL ANONYMOUS and MSSBCBS (Microsoft's name for "anonymous now, a `$cbs` put-token
-next": uamqp, so azure-iot-hub and the az CLI, picks it; the Node SDK ANONYMOUS) and SASL PLAIN (username `{policy}@sas.root.{hub}`, password a SAS token: the Java
-and C SDKs). Proton's built-in SASL (without Cyrus) can only offer ANONYMOUS as a server, so the
+next": uamqp, so azure-iot-hub and the az CLI, picks it) and SASL PLAIN (username
+`{policy}@sas.root.{hub}`, password a SAS token: the Java and C SDKs). Proton's built-in SASL (without Cyrus) can only offer ANONYMOUS as a server, so the
 exchange is handled here: the frames are tiny, and proton's own codec (`proton.Data`) encodes and
 decodes their bodies. Sans-I/O: `receive_data()` eats bytes, `data_to_send()` returns the replies.
 A client may also skip SASL and send the AMQP header at once (the Node SDK's azure-iothub does), as

@@ -23,7 +23,7 @@ from proton import Delivery, Link, Message
 from ..hub import ArgumentInvalid, DeviceNotFound, Hub, HubError, IotHubUnauthorizedAccess, MessageTooLarge
 from ..hub.c2d import DeviceMaximumQueueDepthExceeded
 from .cbs import CbsReplies, CbsRequests, require_service_connect
-from .connection import AmqpConnection, LinkHandler, Outcome, Refused
+from .connection import AmqpConnection, InboundNode, LinkHandler, Outcome, Refused
 
 log = logging.getLogger("emulator.amqp")
 
@@ -86,7 +86,7 @@ def _body_bytes(body: Any) -> bytes:
     raise Refused("amqp:decode-error", "the message body must be binary data or a string")
 
 
-class CloudMessageSends:
+class CloudMessageSends(InboundNode):
     """`/messages/devicebound`: each message names its device in `to` and is queued for it."""
 
     def __init__(self, hub: Hub, connection: AmqpConnection):
@@ -97,8 +97,8 @@ class CloudMessageSends:
         require_service_connect(self._hub, self._connection)  # the token may have expired since attach
         match = _DEVICE_TO.match(message.address or "")
         if match is None:
-            raise Refused("amqp:invalid-field", f"'to' must be /devices/{{deviceId}}/messages/devicebound, "
-                          f"not '{(message.address or '')[:200]}'")
+            raise amqp_condition(ArgumentInvalid(f"'to' must be /devices/{{deviceId}}/messages/devicebound, "
+                                                 f"not '{(message.address or '')[:200]}'"))
         device_id = urllib.parse.unquote(match["id"])
         properties = {str(k): _text(v) or "" for k, v in (message.properties or {}).items()}
         ack = properties.pop("iothub-ack", "none")
@@ -117,15 +117,6 @@ class CloudMessageSends:
             raise amqp_condition(e) from None
         log.info("cloud-to-device message %s queued for %s", queued.message_id, device_id)
         return Outcome.accepted()
-
-    def on_credit(self) -> None:
-        pass
-
-    def on_settled(self, delivery: Delivery) -> None:
-        pass
-
-    def on_closed(self) -> None:
-        pass
 
 
 class FeedbackDeliveries:

@@ -202,18 +202,17 @@ class CloudToDeviceQueues:
     def complete(self, device_id: str, lock_token: str) -> bool:
         """The device acknowledged the message: remove it; Success feedback if asked. False when the
         message is gone already (expired, purged, completed)."""
-        message = self._remove(device_id, lock_token)
-        if message is None:
-            return False
-        self._feedback_for(message, "Success")
-        return True
+        return self._finish(device_id, lock_token, "Success")
 
     def reject(self, device_id: str, lock_token: str) -> bool:
         """The device refused the message: dead-lettered, Rejected feedback if asked."""
+        return self._finish(device_id, lock_token, "Rejected")
+
+    def _finish(self, device_id: str, lock_token: str, status: FeedbackStatus) -> bool:
         message = self._remove(device_id, lock_token)
         if message is None:
             return False
-        self._feedback_for(message, "Rejected")
+        self._feedback_for(message, status)
         return True
 
     def release(self, device_id: str, lock_token: str) -> bool:

@@ -5,6 +5,8 @@ import json
 import socket
 import ssl
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from proton import Data, Delivery, Described, Message, SSLDomain, symbol, ulong
@@ -54,6 +56,15 @@ def connect(emulator, *, mechanism="PLAIN", policy="iothubowner", token=None) ->
     return BlockingConnection(url, timeout=15, ssl_domain=tls(emulator), **options)
 
 
+@contextmanager
+def opened(emulator, **options) -> Iterator[BlockingConnection]:
+    connection = connect(emulator, **options)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
 def c2d(device_id="myDeviceId", body=b"hello", **fields) -> Message:
     message = Message(body=body, inferred=True, address=f"/devices/{device_id}/messages/devicebound",
                       id=fields.pop("id", str(uuid.uuid4())), **fields)
@@ -88,11 +99,8 @@ def test_plain_sender_queues_a_message_with_its_properties(emulator):
     with_props = c2d(body=b'{"t":1}', id="m-1", correlation_id="c-1", user_id=b"ops",
                      content_type=symbol("application/json"), content_encoding=symbol("utf-8"),
                      properties={"k": "v", "iothub-ack": "full"}, expiry_time=4_102_444_800)
-    connection = connect(emulator)
-    try:
+    with opened(emulator) as connection:
         assert send(connection, with_props).remote_state == Delivery.ACCEPTED
-    finally:
-        connection.close()
     [queued] = emulator.call(lambda: list(emulator.hub.c2d.take_for_delivery("myDeviceId")))
     assert (queued.body, queued.message_id, queued.correlation_id, queued.user_id, queued.content_type,
             queued.content_encoding, queued.properties, queued.ack) == \
@@ -100,25 +108,19 @@ def test_plain_sender_queues_a_message_with_its_properties(emulator):
 
 
 def test_anonymous_client_with_a_cbs_token_may_send(emulator):
-    connection = connect(emulator, mechanism="ANONYMOUS")
-    try:
+    with opened(emulator, mechanism="ANONYMOUS") as connection:
         answer = put_token(connection, policy_token(emulator, "service"),
                            f"https://{emulator.server.host_name}")
         assert answer["status-code"] == 200
         assert send(connection, c2d()).remote_state == Delivery.ACCEPTED
-    finally:
-        connection.close()
     assert depth(emulator) == 1
 
 
 def test_anonymous_client_without_a_token_cannot_attach(emulator):
-    connection = connect(emulator, mechanism="ANONYMOUS")
-    try:
+    with opened(emulator, mechanism="ANONYMOUS") as connection:
         with pytest.raises(LinkDetached) as refused:
             connection.create_sender("/messages/devicebound")
         assert "unauthorized-access" in str(refused.value)
-    finally:
-        connection.close()
 
 
 @pytest.mark.parametrize("token_of", [
@@ -128,14 +130,11 @@ def test_anonymous_client_without_a_token_cannot_attach(emulator):
     lambda e: "SharedAccessSignature garbage",
 ])
 def test_bad_cbs_tokens_get_401_and_no_access(emulator, token_of):
-    connection = connect(emulator, mechanism="ANONYMOUS")
-    try:
+    with opened(emulator, mechanism="ANONYMOUS") as connection:
         answer = put_token(connection, token_of(emulator), f"https://{emulator.server.host_name}")
         assert answer["status-code"] == 401 and answer["status-description"]
         with pytest.raises(LinkDetached):
             connection.create_sender("/messages/devicebound")
-    finally:
-        connection.close()
 
 
 def test_plain_with_a_bad_token_fails_sasl(emulator):
@@ -151,20 +150,16 @@ def test_plain_with_a_bad_token_fails_sasl(emulator):
     (lambda: c2d(properties={"iothub-ack": "sometimes"}), "amqp:invalid-field"),
 ])
 def test_refused_messages_carry_iot_hubs_condition_and_nothing_is_queued(emulator, message, condition):
-    connection = connect(emulator)
-    try:
+    with opened(emulator) as connection:
         delivery = send(connection, message())
         assert delivery.remote_state == Delivery.REJECTED
         assert delivery.remote.condition.name == condition
-        assert delivery.remote.condition.description.startswith("ErrorCode:") or condition == "amqp:invalid-field"
-    finally:
-        connection.close()
+        assert delivery.remote.condition.description.startswith("ErrorCode:")
     assert depth(emulator) == 0
 
 
 def test_full_queue_is_resource_limit_exceeded(emulator):
-    connection = connect(emulator)
-    try:
+    with opened(emulator) as connection:
         sender = connection.create_sender("/messages/devicebound")
         for _ in range(50):
             assert sender.send(c2d(), error_states=[]).remote_state == Delivery.ACCEPTED
@@ -172,19 +167,14 @@ def test_full_queue_is_resource_limit_exceeded(emulator):
         assert refused.remote_state == Delivery.REJECTED
         assert refused.remote.condition.name == "amqp:resource-limit-exceeded"
         assert "DeviceMaximumQueueDepthExceeded" in refused.remote.condition.description
-    finally:
-        connection.close()
     assert depth(emulator) == 50
 
 
 def test_unknown_node_is_not_found(emulator):
-    connection = connect(emulator)
-    try:
+    with opened(emulator) as connection:
         with pytest.raises(LinkDetached) as refused:
             connection.create_receiver("/messages/events")
         assert "not-found" in str(refused.value)
-    finally:
-        connection.close()
 
 
 def test_feedback_arrives_as_a_json_batch_and_goes_once_accepted(emulator):
@@ -195,8 +185,7 @@ def test_feedback_arrives_as_a_json_batch_and_goes_once_accepted(emulator):
         return sent.message_id
 
     first = emulator.call(complete_one)
-    connection = connect(emulator)
-    try:
+    with opened(emulator) as connection:
         receiver = connection.create_receiver("/messages/servicebound/feedback", credit=5)
         batch = receiver.receive(timeout=10)
         assert batch.content_type == "application/vnd.microsoft.iothub.feedback.json"
@@ -208,9 +197,13 @@ def test_feedback_arrives_as_a_json_batch_and_goes_once_accepted(emulator):
         receiver.release()  # not taken: offered again
         assert records_of(receiver.receive(timeout=10))[0]["originalMessageId"] == second
         receiver.accept()
-    finally:
-        connection.close()
     assert emulator.call(lambda: emulator.hub.c2d.feedback_waiting()) == 0
+
+
+def assert_still_serving(emulator) -> None:
+    """After one client's bad input, another client is served as before."""
+    with opened(emulator) as connection:
+        assert send(connection, c2d()).remote_state == Delivery.ACCEPTED
 
 
 def records_of(message: Message) -> list:
@@ -235,18 +228,14 @@ def _read_until_closed(sock) -> bytes:
     b"AMQP\x01\x01\x00\x00",  # a protocol id that is neither AMQP nor SASL (1: TLS inside)
     b"AMQP\x00\x01\x00\x00" + b"\x00" * 32,  # AMQP without SASL, then garbage
     b"AMQP\x03\x01\x00\x00" + b"\xff\xff\xff\xff\x02\x01\x00\x00",  # absurd SASL frame size
-    b"AMQP\x03\x01\x00\x00" + b"\x00\x00\x00\x10\x02\x01\x00\x00" + b"\x00S\x41\x45\xde\xad\xbe\xef",  # bad sasl-init
+    b"AMQP\x03\x01\x00\x00\x00\x00\x00\x10\x02\x01\x00\x00\x00S\x41\x45\xde\xad\xbe\xef",  # bad sasl-init
 ])
 def test_garbage_closes_that_connection_only(emulator, garbage):
     with _raw_tls(emulator) as sock:
         sock.sendall(garbage)
         reply = _read_until_closed(sock)
     assert reply == b"" or reply.startswith(b"AMQP")  # at most our protocol header, then closed
-    connection = connect(emulator)  # everyone else is still served
-    try:
-        assert send(connection, c2d()).remote_state == Delivery.ACCEPTED
-    finally:
-        connection.close()
+    assert_still_serving(emulator)
 
 
 @pytest.mark.parametrize("frame", [
@@ -263,8 +252,4 @@ def test_malformed_amqp_frames_after_sasl_close_that_connection_only(emulator, f
         sock.sendall(b"AMQP\x03\x01\x00\x00" + sasl_init + b"AMQP\x00\x01\x00\x00" + frame)
         reply = _read_until_closed(sock)  # the emulator closes it (a hang would time out here)
     assert reply.startswith(b"AMQP\x03\x01\x00\x00") and b"AMQP\x00\x01\x00\x00" in reply
-    connection = connect(emulator)
-    try:
-        assert send(connection, c2d()).remote_state == Delivery.ACCEPTED
-    finally:
-        connection.close()
+    assert_still_serving(emulator)
