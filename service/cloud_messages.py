@@ -40,10 +40,9 @@ def trust_ca(manager: Any, ca_file: str | None) -> None:
     client = getattr(getattr(manager, "amqp_svc_client", None), "amqp_client", None)
     if not ca_file or client is None:
         return
-    import uamqp
     auth = client._auth
     auth.cert_file = ca_file
-    auth.set_io(auth.hostname, None, None, uamqp.TransportType.Amqp)
+    auth.set_io(auth.hostname, None, None, client._transport_type)  # AMQP (5671) or over WebSockets (443)
 
 
 class SendOutcome:

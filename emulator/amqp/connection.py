@@ -79,6 +79,9 @@ class Endpoints(Protocol):
     def attach(self, connection: AmqpConnection, link: Link, address: str) -> LinkHandler:
         """A handler for the link, or raise Refused."""
 
+    def check_plain(self, username: str, password: str) -> str | None:
+        """SASL PLAIN credentials: None to accept, else the reason to refuse."""
+
 
 def link_path(address: str | None) -> str:
     """`amqps://host/messages/devicebound` and `/messages/devicebound` -> `/messages/devicebound`.
@@ -92,10 +95,10 @@ def link_path(address: str | None) -> str:
 class AmqpConnection:
     """A connection's state machine. `identity` is the SASL outcome."""
 
-    def __init__(self, endpoints: Endpoints, peer: str, check_plain: Callable[[str, str], str | None]):
+    def __init__(self, endpoints: Endpoints, peer: str):
         self.peer = peer
         self._endpoints = endpoints
-        self._sasl = SaslServer(check_plain)
+        self._sasl = SaslServer(endpoints.check_plain)
         self._transport = Transport(Transport.SERVER)
         self._connection = Connection()
         self._collector = Collector()

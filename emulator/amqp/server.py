@@ -11,12 +11,11 @@ import asyncio
 import errno
 import logging
 import ssl
-import time
 
-from ..hub import Hub, HubError
+from ..hub import Hub
 from ..mqtt.server import AddressInUse
-from .cbs import SERVICE_CONNECT
 from .connection import AmqpConnection
+from .pump import ConnectionPump
 from .service_links import ServiceEndpoints
 
 log = logging.getLogger("emulator.amqp")
@@ -28,62 +27,36 @@ class _AmqpProtocol(asyncio.Protocol):
     def __init__(self, server: AmqpServer):
         self._server = server
         self.transport: asyncio.Transport | None = None
-        self.connection: AmqpConnection | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.pump: ConnectionPump | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.connection = AmqpConnection(self._server.endpoints, name, self._server.check_plain)
-        self.connection.wake = self.flush
+        self.pump = ConnectionPump(AmqpConnection(self._server.endpoints, name), self._write, self._close)
         self._server.connections.add(self)
         log.debug("%s: AMQP connection opened", name)
 
     def data_received(self, data: bytes) -> None:
-        assert self.connection is not None
-        try:
-            self.connection.receive_data(data)
-        except Exception:  # noqa: BLE001 - one connection's bug must not take the listener down
-            log.exception("%s: AMQP connection failed; closing it", self.connection.peer)
-            self._abort()
-            return
-        self.flush()
+        assert self.pump is not None
+        self.pump.feed(data)
 
-    def flush(self) -> None:
-        connection, transport = self.connection, self.transport
-        if connection is None or transport is None or transport.is_closing():
-            return
-        data = connection.data_to_send()
-        if data:
-            transport.write(data)
-        if connection.closed:
-            if connection.close_reason:
-                log.warning("%s: closing the AMQP connection: %s", connection.peer, connection.close_reason)
-            transport.close()
-            return
-        self._schedule_tick()
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
-    def _schedule_tick(self) -> None:
-        assert self.connection is not None
-        deadline = self.connection.tick(time.monotonic())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if deadline:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(0.0, deadline - time.monotonic()), self.flush)
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        log.debug("%s: AMQP connection closed (%s)", self.connection.peer if self.connection else "?", exc or "")
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.connection is not None:
-            self.connection.connection_lost()
+        if self.pump is not None:
+            log.debug("%s: AMQP connection closed (%s)", self.pump.connection.peer, exc or "")
+            self.pump.lost()
         self._server.connections.discard(self)
 
 
@@ -96,16 +69,6 @@ class AmqpServer:
         self.endpoints = ServiceEndpoints(hub)
         self.connections: set[_AmqpProtocol] = set()
         self._server: asyncio.Server | None = None
-
-    def check_plain(self, username: str, password: str) -> str | None:
-        """SASL PLAIN: `{policy}@sas.root.{hub}` and a SAS token of that policy with ServiceConnect."""
-        try:
-            policy = self.hub.authenticate_service(password, SERVICE_CONNECT)
-        except HubError as e:
-            return e.message
-        if username.split("@", 1)[0] != policy:
-            return f"the username names policy '{username.split('@', 1)[0][:60]}', the token '{policy}'"
-        return None
 
     async def start(self, address: str, port: int = DEFAULT_PORT) -> int:
         """Listen on address:port; returns the port bound. Raises AddressInUse."""
@@ -125,6 +88,6 @@ class AmqpServer:
         if self._server:
             self._server.close()
             for client in list(self.connections):
-                client._abort()
+                client.abort()
             await self._server.wait_closed()
             self._server = None

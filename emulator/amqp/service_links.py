@@ -22,7 +22,7 @@ from proton import Delivery, Link, Message
 
 from ..hub import ArgumentInvalid, DeviceNotFound, Hub, HubError, IotHubUnauthorizedAccess, MessageTooLarge
 from ..hub.c2d import DeviceMaximumQueueDepthExceeded
-from .cbs import CbsReplies, CbsRequests, require_service_connect
+from .cbs import SERVICE_CONNECT, CbsReplies, CbsRequests, require_service_connect
 from .connection import AmqpConnection, InboundNode, LinkHandler, Outcome, Refused
 
 log = logging.getLogger("emulator.amqp")
@@ -53,6 +53,16 @@ class ServiceEndpoints:
 
     def __init__(self, hub: Hub):
         self.hub = hub
+
+    def check_plain(self, username: str, password: str) -> str | None:
+        """SASL PLAIN: `{policy}@sas.root.{hub}` and a SAS token of that policy with ServiceConnect;
+        None to accept, else why not."""
+        try:
+            policy = self.hub.authenticate_service(password, SERVICE_CONNECT)
+        except HubError as e:
+            return e.message
+        named = username.split("@", 1)[0]
+        return None if named == policy else f"the username names policy '{named[:60]}', the token '{policy}'"
 
     def attach(self, connection: AmqpConnection, link: Link, address: str) -> LinkHandler:
         if address == CBS:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from ..amqp.websocket import AMQP_WEBSOCKET_PATHS, add_amqp_websocket_route
 from ..hub import Hub
 from ..hub.errors import HubError
 from ..hub.jobs import JobScheduler
@@ -88,7 +89,7 @@ async def iothub_errors(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         if request.match_info.http_exception is not None:
             raise request.match_info.http_exception
-        if request.path != WEBSOCKET_PATH:
+        if request.path != WEBSOCKET_PATH and request.path not in AMQP_WEBSOCKET_PATHS:
             version = request.query.get("api-version")
             if version not in API_VERSIONS:
                 raise InvalidProtocolVersion(
@@ -125,4 +126,5 @@ def create_app(hub: Hub, scheduler: JobScheduler | None = None, *,
         app.router.add_route(verb, path, _guarded(handler, rights))
     if device_front is not None:
         add_websocket_route(app, device_front)
+    add_amqp_websocket_route(app, hub)  # the service AMQP nodes, for clients on port 443
     return app
