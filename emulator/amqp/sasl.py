@@ -110,7 +110,8 @@ class SaslServer:
             self._out += SASL_HEADER
             return (f"the client sent protocol header {head!r}; IoT Hub speaks AMQP 1.0 ({AMQP_HEADER!r}), "
                     f"with or without SASL first ({SASL_HEADER!r})")
-        return f"not an AMQP client (first bytes {head[:8]!r})"
+        return (f"not an AMQP client (first bytes {head[:8]!r}): this port takes AMQP 1.0 over TLS from service "
+                "SDKs (send_c2d_message); HTTPS goes to the REST port, MQTT to 8883")
 
     def _read_init(self) -> None:
         if len(self._buffer) < 8:

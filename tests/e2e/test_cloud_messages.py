@@ -152,6 +152,7 @@ def test_cli_send_purge_and_one_line_errors(emulator):
     assert json.loads(sent.stdout) == {"deviceId": device_id, "messageId": "cli-1", "queued": True}
     [queued] = emulator.call(lambda: [m for m in emulator.hub.c2d.take_for_delivery(device_id)])
     assert (queued.body, queued.properties, queued.ack) == (b"hi", {"k": "v"}, "full")
+    assert abs(queued.expiry_time - (queued.enqueued_time + 600)) < 30  # --ttl reached the hub as expiry
 
     missing = run_cli(emulator, "message", "send", "no-such-device", "hi")
     assert missing.returncode == 4
