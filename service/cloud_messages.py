@@ -104,8 +104,9 @@ def amqp_connection_failure(error: Exception, settings: ServiceSettings) -> Serv
 
     host, _ = _amqp_endpoint(settings)
     if isinstance(error, uamqp.errors.AuthenticationException):
-        return Unauthorized(f"the hub {host} refused the credentials ({_first_line(error)}): check the policy "
-                            "name, its key and its ServiceConnect right in IOTHUB_CONNECTION_STRING")
+        reason = _text(getattr(error, "description", None) or _first_line(error))
+        return Unauthorized(f"the hub {host} refused the credentials ({reason}): check the policy name, its key "
+                            "and its ServiceConnect right in IOTHUB_CONNECTION_STRING")
     try:
         with socket.create_connection((host, AMQPS_PORT), timeout=5) as raw:
             context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)

@@ -175,3 +175,56 @@ def test_purge_of_an_unknown_device_exits_4(manager):
     manager.purge_error = http_error(404, {"Message": "ErrorCode:DeviceNotFound;Device d1 not registered"})
     result = run("message", "purge", "d1")
     assert result.exit_code == ExitCode.NOT_FOUND and f"device 'd1' not found on hub {HOST}" in result.stderr
+
+
+# ---- why an AMQP connection failed: the steps are retried for real, on loopback ----------------------------
+
+def amqp_settings(host: str, ca_file=None):
+    from pathlib import Path
+
+    from hubsettings import ServiceSettings, parse_connection_string
+    from hubsettings.wellknown import POLICIES
+    cs = parse_connection_string(f"HostName={host};SharedAccessKeyName=iothubowner;"
+                                 f"SharedAccessKey={POLICIES['iothubowner'][0]}", expect="service")
+    return ServiceSettings(cs, Path(ca_file) if ca_file else None, "test")
+
+
+def test_refused_credentials_carry_the_hubs_reason():
+    from uamqp.errors import TokenAuthFailure
+    error = cloud_messages.amqp_connection_failure(
+        TokenAuthFailure(401, b"Policy registryRead lacks the ServiceConnect right"), amqp_settings("hub.test"))
+    assert error.exit_code == ExitCode.UNAUTHORIZED
+    assert "(Policy registryRead lacks the ServiceConnect right)" in error.message
+
+
+def test_nothing_listening_is_unreachable():
+    from emulator.loopback import free_loopback_address
+    host = free_loopback_address((cloud_messages.AMQPS_PORT,), fall_back_to_127_0_0_1=True)
+    error = cloud_messages.amqp_connection_failure(Exception("Connection in an unexpected error state"),
+                                                   amqp_settings(host))
+    assert error.exit_code == ExitCode.UNREACHABLE and f"{host}:5671" in error.message
+
+
+def test_an_untrusted_certificate_is_a_tls_failure(tmp_path):
+    import socket
+    import ssl
+    import threading
+
+    from emulator.certs import ensure_certificates, server_ssl_context
+    from emulator.loopback import free_loopback_address
+    host = free_loopback_address((cloud_messages.AMQPS_PORT,), fall_back_to_127_0_0_1=True)
+    ours = ensure_certificates(tmp_path / "ours", [host])
+    other = ensure_certificates(tmp_path / "other", [host])  # another CA: what the client trusts
+    with socket.create_server((host, cloud_messages.AMQPS_PORT)) as listener:
+        def serve_one() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                try:
+                    server_ssl_context(ours).wrap_socket(conn, server_side=True).close()
+                except (ssl.SSLError, OSError):
+                    pass
+        thread = threading.Thread(target=serve_one, daemon=True)
+        thread.start()
+        error = cloud_messages.amqp_connection_failure(Exception("x"), amqp_settings(host, other.ca_cert))
+        thread.join(10)
+    assert error.exit_code == ExitCode.TLS and "CERTIFICATE_VERIFY_FAILED" in error.message

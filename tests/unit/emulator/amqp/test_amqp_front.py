@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from proton import Data, Delivery, Described, Message, SSLDomain, symbol, ulong
+from proton import SSL, Data, Delivery, Described, Message, SSLDomain, symbol, ulong
 from proton.utils import BlockingConnection, LinkDetached
 
 from emulator.loopback import free_loopback_address
@@ -17,6 +17,10 @@ from emulator.server import EmulatorConfig, ThreadedEmulator
 from hubsettings import build_token, wellknown
 
 AMQP_PORTS = (wellknown.MQTT_PORT, wellknown.REST_PORT, 5671)
+
+if not SSL.present():
+    pytest.skip("this python-qpid-proton build has no TLS (it was compiled without OpenSSL headers: install "
+                "libssl-dev, then reinstall python-qpid-proton)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
