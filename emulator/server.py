@@ -119,7 +119,7 @@ class EmulatorServer:
             self.hub.register_well_known()
             self.front = DeviceFront(self.hub)
             ssl_context = server_ssl_context(self.certificates)
-            self._mqtt = MqttServer(self.front, ssl_context)
+            self._mqtt = MqttServer(self.front, ssl_context, ca_file=str(self.certificates.ca_cert))
             self.mqtt_port = await self._mqtt.start(config.address, config.mqtt_port)
             if config.rest_port is not None:
                 limits = Throttle(config.throttle, config.throttle_clock) if config.throttle else None

@@ -28,6 +28,7 @@ TWINS = "twin"
 ENROLLMENTS = "enrollment"
 REGISTRATIONS = "registration"  # DPS registrations: which devices DPS created (and may re-key)
 JOBS = "job"
+SESSIONS = "mqtt_session"  # persistent (clean_session=0) MQTT sessions of devices: their subscriptions
 C2D_MESSAGES = "c2d"  # cloud-to-device messages waiting for their device
 C2D_FEEDBACK = "c2d-feedback"  # delivery feedback waiting for a service to take it
 

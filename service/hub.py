@@ -246,9 +246,24 @@ class HubClient:
     def cancel_job(self, job_id: str) -> dict:
         return self._call(lambda: self.jobs.cancel_scheduled_job(job_id), job_id=job_id)
 
-    def list_jobs(self, job_type: str | None, status: str | None) -> list[dict]:
-        result = self._call(lambda: self.jobs.query_scheduled_jobs(job_type, status), raw=True)
-        return to_wire(getattr(result, "items", None) or [])
+    def list_jobs(self, job_type: str | None, status: str | None, page_size: int = 100) -> list[dict]:
+        """Every job of that type and status, following continuation tokens.
+
+        IoT Hub answers GET /jobs/v2/query with a bare JSON array and an x-ms-continuation header
+        (as /devices/query); the SDK's query_scheduled_jobs expects an object and cannot read that,
+        so the response is read raw here, in either shape."""
+        items: list[dict] = []
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            page, token = self._call(
+                lambda: read_jobs_page(get_jobs_page(self.jobs, job_type, status, token, page_size)), raw=True)
+            items.extend(page)
+            if not token:
+                return items
+            if token in seen:
+                raise ServiceError("the hub returned the same job query continuation token twice")
+            seen.add(token)
 
     # -- cloud-to-device messages (AMQP, see cloud_messages.py) -----------------------------------------
     def send_message(self, device_id: str, body: bytes, properties: dict[str, str], *, message_id: str,
@@ -306,6 +321,46 @@ class HubClient:
         raise AssertionError("unreachable")
 
 
+JOBS_QUERY_PATH = "/jobs/v2/query"
+
+
+def get_jobs_page(job_manager: Any, job_type: str | None, status: str | None, token: str | None,
+                   page_size: int) -> Any:
+    """GET /jobs/v2/query through the SDK's own client (its auth, TLS and retry settings), unparsed."""
+    from msrest.exceptions import HttpOperationError
+
+    operations = job_manager.protocol.jobs
+    client = operations._client  # the SDK's msrest ServiceClient; its parsed call cannot read IoT Hub's answer
+    params = {"api-version": operations.api_version}
+    if job_type:
+        params["jobType"] = job_type
+    if status:
+        params["jobStatus"] = status
+    headers = {"Accept": "application/json", "x-ms-max-item-count": str(page_size)}
+    if token:
+        headers["x-ms-continuation"] = token
+    response = client.send(client.get(JOBS_QUERY_PATH, params, headers), stream=False)
+    if response.status_code != 200:
+        raise HttpOperationError(operations._deserialize, response)
+    return response
+
+
+def read_jobs_page(response: Any) -> tuple[list[dict], str | None]:
+    """A jobs query answer -> (jobs, continuation token): IoT Hub's bare array with the token in the
+    x-ms-continuation header, or the {"items", "continuationToken"} object the SDK's model describes."""
+    from msrest.exceptions import DeserializationError
+
+    try:
+        body = response.json()
+    except ValueError:
+        raise DeserializationError("the job query answer is not JSON") from None
+    if isinstance(body, list):
+        return body, response.headers.get("x-ms-continuation") or None
+    if isinstance(body, dict) and isinstance(body.get("items", []), list):
+        return body.get("items") or [], body.get("continuationToken") or None
+    raise DeserializationError("the job query answer is neither a list of jobs nor a query result")
+
+
 def _retry_after(error: Exception) -> float | None:
     response = getattr(error, "response", None)
     value = (getattr(response, "headers", None) or {}).get("Retry-After")
@@ -315,43 +370,62 @@ def _retry_after(error: Exception) -> float | None:
         return None
 
 
-def parse_hub_error(text: str) -> tuple[set[str], str]:
-    """IoT Hub error bodies -> ({codes}, message).
+ERROR_CODE_HEADER = "iothub-errorcode"
+_NAMED = re.compile(r"^ErrorCode:\s*(?P<name>[A-Za-z]+);(?P<text>.*)$", re.DOTALL)
+_MESSAGE_LINE = re.compile(r"^Message:\s*(?P<text>.+)$", re.MULTILINE)
 
-    Seen shapes: {"Message":"ErrorCode:DeviceNotFound;..","ExceptionMessage":".."},
-    {"errorCode":404103,"message":".."}, and the latter JSON-encoded inside "Message".
+
+def parse_hub_error(text: str, header: str | None = None) -> tuple[set[str], str]:
+    """An IoT Hub error answer -> ({error names and numeric codes}, message).
+
+    IoT Hub's shapes, with the error name also in the `iothub-errorcode` header:
+    registry, twins, jobs, auth, throttling:
+        {"Message": "ErrorCode:DeviceNotFound;<text>", "ExceptionMessage": "Tracking ID:..."}
+    direct methods (the inner object is a JSON *string*):
+        {"Message": "{\"errorCode\":404103,\"message\":\"...\",...}", "ExceptionMessage": ""}
+    and that inner object on its own ({"errorCode": 409301, "message": ...}). The jobs service may
+    wrap its own answer in the text ("Error: BadRequest {"Message": ...}" or "...\nMessage: <text>").
     """
-    codes: set[str] = set()
-    messages: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            stripped = value.strip()
-            if stripped.startswith("{"):
-                try:
-                    return walk(json.loads(stripped))
-                except ValueError:
-                    pass
-            if stripped.startswith("ErrorCode:"):
-                code, _, rest = stripped[len("ErrorCode:"):].partition(";")
-                codes.add(code.strip())
-                stripped = rest.strip()
-            if stripped:
-                messages.append(stripped)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                lowered = key.lower()
-                if lowered == "errorcode" and item is not None:
-                    codes.add(str(item))
-                elif lowered in ("message", "exceptionmessage") and item:
-                    walk(item)
-
+    codes: set[str] = {header.strip()} if header and header.strip() else set()
     try:
-        walk(json.loads(text) if text else None)
+        body = json.loads(text) if text and text.strip() else None
     except ValueError:
-        messages.append(text.strip())
-    message = next((m for m in messages if not m.startswith("Tracking ID")), messages[0] if messages else "")
+        return codes, text.strip()[:300]
+    message = _read_envelope(body, codes, depth=0)
     return codes, message[:300]
+
+
+def _read_envelope(body: Any, codes: set[str], depth: int) -> str:
+    if not isinstance(body, dict) or depth > 3:
+        return ""
+    if "errorCode" in body:  # the direct-method shape, bare
+        if isinstance(body["errorCode"], int) and not isinstance(body["errorCode"], bool):
+            codes.add(str(body["errorCode"]))
+        return str(body.get("message") or "").strip()
+    message = body.get("Message")
+    if not isinstance(message, str):
+        return ""
+    stripped = message.strip()
+    if stripped.startswith("{"):
+        try:
+            return _read_envelope(json.loads(stripped), codes, depth + 1)
+        except ValueError:
+            return stripped
+    named = _NAMED.match(stripped)
+    if not named:
+        return stripped
+    codes.add(named.group("name"))
+    text = named.group("text").strip()
+    wrapped = text.find('{"Message"')
+    if wrapped >= 0:
+        try:
+            inner = _read_envelope(json.loads(text[wrapped:]), codes, depth + 1)
+        except ValueError:
+            inner = ""
+        if inner:
+            return inner
+    line = _MESSAGE_LINE.search(text)
+    return line.group("text").strip() if line else text
 
 
 def translate_error(error: Exception, settings: ServiceSettings, *, device_id: str | None = None,
@@ -379,7 +453,8 @@ def _from_status(error: Any, host: str, device_id: str | None, method_name: str 
                  job_id: str | None) -> ServiceError:
     response = getattr(error, "response", None)
     status = getattr(response, "status_code", None) or 0
-    codes, message = parse_hub_error(getattr(response, "text", "") or "")
+    headers = getattr(response, "headers", None) or {}
+    codes, message = parse_hub_error(getattr(response, "text", "") or "", headers.get(ERROR_CODE_HEADER))
     codes_lower = {c.lower() for c in codes}
     detail = f" ({message})" if message else ""
     subject = f"device '{device_id}'" if device_id else f"job '{job_id}'" if job_id else "the resource"

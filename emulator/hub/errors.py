@@ -18,13 +18,24 @@ class HubError(Exception):
     def http_status(self) -> int:
         return self.error_code // 1000
 
+    @property
+    def wire_message(self) -> str:
+        """The text IoT Hub puts in its answer; `message` may say more, for the emulator's log."""
+        return self.message
+
 
 class ArgumentInvalid(HubError):
     error_code, error_name = 400004, "ArgumentInvalid"
 
 
 class IotHubUnauthorizedAccess(HubError):
+    """IoT Hub never says why a credential was refused; the emulator logs the reason instead."""
+
     error_code, error_name = 401002, "IotHubUnauthorizedAccess"
+
+    @property
+    def wire_message(self) -> str:
+        return "Unauthorized"
 
 
 class DeviceNotFound(HubError):

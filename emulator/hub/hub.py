@@ -18,7 +18,7 @@ from .. import store as store_kinds
 from ..store import SqliteStore, Store
 from .c2d import CloudMessage, CloudToDeviceQueues
 from .clock import Clock, system_clock
-from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, IotHubUnauthorizedAccess
+from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, DeviceNotOnline, IotHubUnauthorizedAccess
 from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodResult, parse_response_payload
 from .provisioning import GroupEnrollment, IndividualEnrollment, Provisioning, RegistrationState
 from .registry import Device, Registry, Status
@@ -31,6 +31,8 @@ class DeviceLink(Protocol):
 
     def send_desired_patch(self, device_id: str, patch: dict[str, Any]) -> None: ...
     def send_method_request(self, device_id: str, call: MethodCall) -> None: ...
+    def can_receive_method(self, device_id: str, method_name: str) -> bool:
+        """Connected and subscribed to this method's requests (IoT Hub answers 404103 otherwise)."""
     def disconnect_device(self, device_id: str) -> None: ...
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: drop what the link keeps for it (MQTT persistent session, ...)."""
@@ -153,6 +155,7 @@ class Hub:
             self._store.delete(store_kinds.REGISTRATIONS, registration_id)
         if device_id in self._online:
             self._disconnect(device_id)
+        self._store.delete(store_kinds.SESSIONS, device_id)  # the MQTT client id of a device is its id
         if self._link:
             self._link.forget_device(device_id)  # a device created again with this id starts afresh
         self.c2d.purge(device_id)
@@ -252,6 +255,10 @@ class Hub:
             raise IotHubUnauthorizedAccess(f"Policy {token.policy} lacks the {required_right} right")
         return token.policy or ""
 
+    def names_this_hub(self, host: str) -> bool:
+        """Whether a token's host (with or without a port) names this hub."""
+        return self._is_our_host(host)
+
     def _is_our_host(self, host: str) -> bool:
         host = host.lower()
         if host in self._accepted_hosts:
@@ -271,8 +278,22 @@ class Hub:
         self._online.add(device_id)
         self.connections_total[device_id] += 1
         self._save_device(device)
+        self._dispatch_waiting(device_id)
+
+    def device_subscribed(self, device_id: str) -> None:
+        """The device subscribed to more: calls waiting for it that it can now receive are sent now."""
+        self._dispatch_waiting(device_id)
+
+    def _dispatch_waiting(self, device_id: str) -> None:
         for call in self.methods.waiting_for(device_id):
-            self._dispatch(call)
+            if self._can_receive_method(device_id, call.method_name):
+                self._dispatch(call)
+
+    def _can_receive_method(self, device_id: str, method_name: str) -> bool:
+        """Online and (with a link) subscribed to the method: what IoT Hub calls reachable."""
+        if device_id not in self._online:
+            return False
+        return self._link is None or self._link.can_receive_method(device_id, method_name)
 
     def device_disconnected(self, device_id: str) -> None:
         if device_id not in self._online:
@@ -313,9 +334,15 @@ class Hub:
                      response_timeout: float = DEFAULT_RESPONSE_TIMEOUT, connect_timeout: float = 0) -> MethodCall:
         """Start a call; it completes via the device's response or fails at `expire_due()`."""
         self.registry.get(device_id)
-        online = device_id in self._online
-        call = self.methods.start(device_id, method_name, payload, online=online,
-                                  response_timeout=response_timeout, connect_timeout=connect_timeout)
+        online = self._can_receive_method(device_id, method_name)
+        try:
+            call = self.methods.start(device_id, method_name, payload, online=online,
+                                      response_timeout=response_timeout, connect_timeout=connect_timeout)
+        except DeviceNotOnline:
+            if device_id in self._online:  # connected, but not subscribed to its method requests
+                raise DeviceNotOnline(f"Device {device_id} is connected but hasn't registered the direct method "
+                                      "callback (it has not subscribed to its method requests)") from None
+            raise
         if online:
             self._dispatch(call)
         return call
@@ -378,6 +405,18 @@ class Hub:
 
     def saved_jobs(self) -> list[dict[str, Any]]:
         return self._store.load(store_kinds.JOBS)
+
+    # ---- persistence for the MQTT front's persistent sessions -------------------------------------
+    def save_session(self, client_id: str, record: dict[str, Any]) -> None:
+        """Keep a persistent (clean_session=0) session's record across restarts."""
+        self._store.put(store_kinds.SESSIONS, client_id, record)
+
+    def delete_session(self, client_id: str) -> None:
+        self._store.delete(store_kinds.SESSIONS, client_id)
+
+    def saved_sessions(self) -> list[dict[str, Any]]:
+        """The stored session records of devices that still exist."""
+        return [r for r in self._store.load(store_kinds.SESSIONS) if r.get("client_id") in self.registry]
 
     # ---- DPS -------------------------------------------------------------------------------------
     def add_enrollment(self, enrollment: IndividualEnrollment) -> None:

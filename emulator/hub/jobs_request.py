@@ -2,6 +2,9 @@
 
 Limits follow IoT Hub: method payload <= 128 KB, responseTimeoutInSeconds 5..300 (default 30),
 connectTimeoutInSeconds 0..300 (default 0), a startTime that may lack a time zone (then it is UTC).
+Whole numbers may come as JSON strings ("30"), as IoT Hub's JSON reader accepts them (the az
+extension sends its timeouts so). A queryCondition of "*" targets every device (Microsoft's jobs
+guide and az's help use it).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from .errors import HubError
 from .jobs_errors import JobArgumentInvalid, JobArgumentNull
 from .query import Condition, QuerySyntaxError, parse_condition
+from .query.nodes import BareValue, Literal
 from .twins import clean_patch
 
 METHOD_JOB = "scheduleDeviceMethod"
@@ -26,6 +30,10 @@ DEFAULT_RESPONSE_TIMEOUT = 30
 DEFAULT_CONNECT_TIMEOUT = 0
 #: What the emulator assumes when a request gives no maxExecutionTimeInSeconds.
 DEFAULT_MAX_EXECUTION_SECONDS = 3600
+
+#: queryCondition "*": every device.
+EVERY_DEVICE = "*"
+_WHOLE_NUMBER_TEXT = re.compile(r"^\s*[+-]?\d{1,18}\s*$")
 
 # IoT Hub job ids follow the device id rules: <= 128 ASCII letters, digits and -:.+%_#*?!(),=@;$'
 _JOB_ID = re.compile(r"^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$")
@@ -69,10 +77,7 @@ def parse_job_request(body: Any, now: float, job_id: str | None = None) -> JobSp
         raise JobArgumentNull("queryCondition is required")
     if not isinstance(text, str):
         raise JobArgumentInvalid("queryCondition must be a string")
-    try:
-        condition = parse_condition(text)
-    except QuerySyntaxError as error:
-        raise JobArgumentInvalid(f"queryCondition is invalid: {error}") from None
+    condition = _condition(text)
 
     method = _method(body.get("cloudToDeviceMethod")) if job_type == METHOD_JOB else None
     twin = _twin_patch(body.get("updateTwin")) if job_type == TWIN_JOB else None
@@ -86,6 +91,29 @@ def parse_job_request(body: Any, now: float, job_id: str | None = None) -> JobSp
         cloud_to_device_method=method,
         update_twin=twin,
     )
+
+
+def json_whole_number(value: Any) -> int | None:
+    """An integer as IoT Hub reads one from JSON: a number without a fraction, or a string of digits
+    ("30"); None for anything else (booleans, fractions, other text)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _WHOLE_NUMBER_TEXT.match(value):
+        return int(value)
+    return None
+
+
+def _condition(text: str) -> Condition:
+    if text.strip() == EVERY_DEVICE:
+        return BareValue(Literal(True))
+    try:
+        return parse_condition(text)
+    except QuerySyntaxError as error:
+        raise JobArgumentInvalid(f"queryCondition is invalid: {error}") from None
 
 
 def parse_utc(text: str) -> float:
@@ -119,18 +147,20 @@ def _start_time(value: Any, now: float) -> float:
 def _max_execution(value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_EXECUTION_SECONDS
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    seconds = json_whole_number(value)
+    if seconds is None or seconds <= 0:
         raise JobArgumentInvalid("maxExecutionTimeInSeconds must be a positive whole number")
-    return value
+    return seconds
 
 
 def _timeout(method: dict, name: str, default: int, low: int, high: int) -> int:
     value = method.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    seconds = json_whole_number(value)
+    if seconds is None or not low <= seconds <= high:
         raise JobArgumentInvalid(f"cloudToDeviceMethod.{name} must be a whole number from {low} to {high}")
-    return value
+    return seconds
 
 
 def _method(method: Any) -> dict:

@@ -4,8 +4,17 @@ The server (mqtt/server.py) owns sockets and hands each connection's session eve
 owns the connections and persistent sessions of every client and decides: which kind of client a
 CONNECT is, by the username's shape (``DeviceFront._authenticate``: a DPS registration client goes to
 dps_front.py, anything else is a hub device), device auth, and the twin, method and telemetry topics.
-Device-bound traffic goes to the device's live connection whatever its subscriptions (the SDK never
-resubscribes after a reconnect), and never to another device's.
+
+Device-bound traffic goes by subscription, as on IoT Hub: a desired patch only to a device subscribed
+to `$iothub/twin/PATCH/properties/desired/#` (or any filter matching it, `#` included), a method
+request only to one subscribed to `$iothub/methods/POST/#` (the hub answers 404103 otherwise), a
+cloud-to-device message at QoS 1 only to one subscribed to `devices/{id}/messages/devicebound/#` (the
+hub keeps it queued until then; the device's PUBACK completes it); a twin answer always to the
+connection that asked. A persistent session (clean_session=0) keeps its
+subscriptions across reconnects and emulator restarts (through the hub's store), because the SDKs
+never subscribe again after a reconnect; clean_session=1 drops them. Every request is answered
+afresh: a `$rid` is the client's correlation value, reused freely, never a key to replay an answer.
+Nothing ever reaches another device's connection.
 """
 
 from __future__ import annotations
@@ -14,28 +23,29 @@ import heapq
 import json
 import logging
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from hubsettings.sas import parse_token
 
-from ..hub import Hub, HubError, MethodCall
+from ..hub import DeviceNotFound, Hub, HubError, MethodCall
 from ..hub.c2d import CloudMessage
 from ..hub.clock import iso_timestamp
 from .dps_front import DpsFront, DpsIdentity, dps_subscription_allowed, parse_dps_username
 from .front_common import (Link, RefusedConnect, Violation, parse_json, parse_properties,
                            parse_topic_query)
-from .session import ConnectionLost, ConnectRequested, Delivered, MessageReceived, Subscribed
+from .session import ConnectionLost, ConnectRequested, Delivered, MessageReceived, Subscribed, Unsubscribed
 from .session_state import SessionState
+from .topics import TopicShape, matches_any, may_match_shape
 
 log = logging.getLogger("emulator.mqtt")
 
 TWIN_GET = "$iothub/twin/GET/"
 TWIN_PATCH_REPORTED = "$iothub/twin/PATCH/properties/reported/"
 METHOD_RESPONSE = "$iothub/methods/res/"
-REMEMBERED_REPLIES = 64  # per device: replies to recent twin requests, re-sent when a request is repeated
+METHOD_REQUEST = "$iothub/methods/POST/"
+DESIRED_PATCH = "$iothub/twin/PATCH/properties/desired/"
 #: The token-expiry heap is rebuilt from the live connections once stale entries (reconnects, closed
 #: connections) outnumber them by this factor (plus a little slack), so it stays O(live devices).
 TOKEN_HEAP_SLACK = 64
@@ -53,7 +63,8 @@ def parse_hub_username(username: str) -> tuple[str, str, str | None]:
     path = username.split("/?", 1)[0]
     parts = path.split("/")
     if len(parts) < 2 or not parts[0] or not parts[1]:
-        raise RefusedConnect(f"username '{username[:100]}' is not {{HostName}}/{{deviceId}}/?api-version=...")
+        raise RefusedConnect(f"username '{username[:100]}' is not {{HostName}}/{{deviceId}}/?api-version=...",
+                             hint="set the username to {HostName}/{deviceId}/?api-version=2021-04-12")
     module = parts[2] if len(parts) > 2 and parts[2] and "=" not in parts[2] else None
     return parts[0], parts[1], module
 
@@ -67,7 +78,6 @@ class DeviceFront:
         self._sessions: dict[tuple[str, str], SessionState] = {}
         self._live: dict[str, Link] = {}  # device id -> its one live connection
         self._identities: dict[Link, DeviceIdentity | DpsIdentity] = {}  # who each connection is
-        self._replies: dict[str, OrderedDict[str, tuple[str, bytes]]] = {}  # device -> rid -> reply
         # (token expiry, device id) for every accepted device connection, earliest first. Lazy deletion:
         # an entry is checked against the device's live connection when it comes due, so a reconnect
         # (token renewal) or a disconnect needs no removal here; expire_tokens() only touches due entries.
@@ -76,6 +86,9 @@ class DeviceFront:
         # Cloud-to-device messages published and not yet PUBACKed: device id -> packet id -> lock token.
         # Kept with the persistent session, which resends them with DUP on the next connection.
         self._cloud_in_flight: dict[str, dict[int, str]] = {}
+        for record in hub.saved_sessions():  # persistent sessions of devices, from before a restart
+            self._sessions[("hub", record["client_id"])] = SessionState(
+                record["client_id"], {str(f): int(q) for f, q in record.get("subscriptions", {}).items()})
         hub.attach_link(self)
 
     # ---- events from the server ------------------------------------------------------------------
@@ -85,12 +98,12 @@ class DeviceFront:
                 self._on_connect(link, event)
             elif isinstance(event, MessageReceived):
                 self._on_message(link, event)
+            elif isinstance(event, (Subscribed, Unsubscribed)):
+                self._on_subscriptions_changed(link, event)
             elif isinstance(event, Delivered):
                 self._on_delivered(link, event.packet_id)
-            elif isinstance(event, Subscribed):
-                self._on_subscribed(link)
             elif isinstance(event, ConnectionLost):
-                log.debug("%s: connection lost (%s)", link.peer, event.reason)
+                self._log_connection_lost(link, event)
                 self.link_closed(link)
         link.flush()
 
@@ -103,6 +116,25 @@ class DeviceFront:
 
     def live_devices(self) -> list[str]:
         return list(self._live)
+
+    def is_subscribed(self, device_id: str, topic: str) -> bool:
+        """True when the device is connected and holds a subscription matching ``topic`` (one of its own
+        device-bound topics): what decides whether device-bound traffic is delivered now."""
+        link = self._live.get(device_id)
+        session = link.connection.session if link is not None else None
+        return session is not None and matches_any(session.subscriptions, topic)
+
+    def can_receive_method(self, device_id: str, method_name: str) -> bool:
+        """hub.DeviceLink: connected and subscribed to this method's requests."""
+        return self.is_subscribed(device_id, _method_topic(method_name, "0"))
+
+    def _log_connection_lost(self, link: Link, event: ConnectionLost) -> None:
+        if event.clean:
+            log.debug("%s: the client disconnected", link.peer)
+        else:
+            identity = self._identities.get(link)
+            who = f"device {identity.device_id}" if isinstance(identity, DeviceIdentity) else link.peer
+            log.info("%s: connection closed: %s", who, event.reason)
 
     def expire_tokens(self) -> None:
         """Close the connections whose SAS token has expired (call periodically)."""
@@ -134,7 +166,8 @@ class DeviceFront:
         try:
             identity = self._authenticate(connect)
         except RefusedConnect as e:
-            log.warning("%s: connection refused for client '%s': %s", link.peer, connect.client_id[:128], e)
+            log.info("%s: CONNECT refused for client id '%s' (CONNACK %d): %s%s", link.peer,
+                     connect.client_id[:128], e.return_code, e, f"; {e.hint}" if e.hint else "")
             link.connection.refuse(e.return_code)
             return
         if isinstance(identity, DeviceIdentity):
@@ -146,15 +179,19 @@ class DeviceFront:
                 previous.connection.close()
                 previous.flush()
         kind = "hub" if isinstance(identity, DeviceIdentity) else "dps"
+        if kind == "hub" and connect.clean_session and ("hub", connect.client_id) in self._sessions:
+            self.hub.delete_session(connect.client_id)  # clean_session=1 ends the persistent session
         session, present = self._session_for((kind, connect.client_id), connect.clean_session)
         self._identities[link] = identity
         link.connection.accept(session, present, subscription_allowed=_subscription_rule(identity))
         if isinstance(identity, DeviceIdentity):
             self._live[identity.device_id] = link
             self._track_token_expiry(identity)
-            log.info("device %s connected from %s", identity.device_id, link.peer)
+            log.info("device %s connected from %s (clean_session=%d, session present=%d, subscriptions: %s)",
+                     identity.device_id, link.peer, connect.clean_session, present,
+                     ", ".join(session.subscriptions) or "none")
             self.hub.device_connected(identity.device_id, identity.model_id)
-            if not present or connect.clean_session:
+            if not present:
                 # A new session has none of the earlier publishes: those messages go out again.
                 self._cloud_in_flight.pop(identity.device_id, None)
                 self.hub.c2d.release_all(identity.device_id)
@@ -179,13 +216,19 @@ class DeviceFront:
     def _authenticate_device(self, client_id: str, username: str, password: str) -> DeviceIdentity:
         _, device_id, module_id = parse_hub_username(username)
         if module_id is not None:
-            raise RefusedConnect("module identities are not supported by the emulator")
+            raise RefusedConnect("module identities are not supported by the emulator",
+                                 hint="connect as the device itself (username {HostName}/{deviceId}/?api-version=...)")
         if device_id != client_id:
-            raise RefusedConnect("the username's device id differs from the client id")
+            raise RefusedConnect("the username's device id differs from the client id",
+                                 hint="use the device id as the MQTT client id")
         try:
             self.hub.authenticate_device(device_id, password)
+        except DeviceNotFound as e:
+            raise RefusedConnect(e.message, hint="create the device first (service CLI or registry API)") from None
         except HubError as e:
-            raise RefusedConnect(e.message) from None
+            raise RefusedConnect(e.message, hint=f"the password must be a SAS token with sr={self.hub.host_name}"
+                                 f"/devices/{device_id}, an expiry in the future, signed with the device's "
+                                 "primary or secondary key") from None
         query = dict(parse_properties(username.partition("/?")[2]))
         return DeviceIdentity(device_id, parse_token(password).expiry, query.get("model-id") or None)
 
@@ -200,6 +243,28 @@ class DeviceFront:
             return session, False
         return existing, True
 
+    # ---- subscriptions ---------------------------------------------------------------------------
+    def _on_subscriptions_changed(self, link: Link, event: Subscribed | Unsubscribed) -> None:
+        identity = self._identities.get(link)
+        if isinstance(event, Subscribed) and event.refused:
+            allowed = ("$dps/registrations/res/#" if isinstance(identity, DpsIdentity) else
+                       "filters matching its own topics: $iothub/methods/POST/#, $iothub/twin/res/#, "
+                       "$iothub/twin/PATCH/properties/desired/#, devices/{its id}/messages/devicebound/#, #")
+            log.info("%s: SUBSCRIBE refused (SUBACK 0x80) for %s; it may subscribe to %s", _who(identity, link),
+                     ", ".join(repr(f[:200]) for f in event.refused), allowed)
+        if not isinstance(identity, DeviceIdentity):
+            return
+        session, connect = link.connection.session, link.connection.connect
+        assert session is not None and connect is not None
+        log.debug("device %s: %s %s", identity.device_id, type(event).__name__.lower(),
+                  ", ".join(t if isinstance(t, str) else t[0] for t in event.topics) or "nothing")
+        if not connect.clean_session and self._sessions.get(("hub", connect.client_id)) is session:
+            self.hub.save_session(connect.client_id, {"client_id": connect.client_id,
+                                                      "subscriptions": dict(session.subscriptions)})
+        if isinstance(event, Subscribed) and event.topics:
+            self.hub.device_subscribed(identity.device_id)  # method calls waiting for this subscription
+            self.deliver_cloud_messages(identity.device_id)  # messages queued until it subscribed
+
     # ---- messages from devices -------------------------------------------------------------------
     def _on_message(self, link: Link, event: MessageReceived) -> None:
         identity = self._identities.get(link)
@@ -209,7 +274,7 @@ class DeviceFront:
             elif isinstance(identity, DpsIdentity):
                 self.dps.on_message(link, identity, event)
         except Violation as e:
-            log.warning("%s: closing the connection: %s", link.peer, e)
+            log.info("%s: closing the connection: %s", _who(identity, link), e)
             link.connection.close()
 
     def _on_device_message(self, link: Link, device_id: str, event: MessageReceived) -> None:
@@ -225,8 +290,6 @@ class DeviceFront:
                 log.info("device %s answered method request %s, which is no longer awaited",
                          device_id, query["$rid"])
         elif topic == (events := f"devices/{device_id}/messages/events") or topic.startswith(events + "/"):
-            if event.duplicate:
-                return  # a resend of a message already taken
             pairs = parse_properties(topic[len(events) + 1:])
             system = {k: v for k, v in pairs if k.startswith("$.")}
             application = {k: v for k, v in pairs if not k.startswith("$.")}
@@ -239,12 +302,8 @@ class DeviceFront:
         rid = query.get("$rid")
         if not rid:
             raise Violation(f"twin request without $rid: '{event.topic[:200]}'")
-        remembered = self._replies.setdefault(device_id, OrderedDict())
-        if rid in remembered:
-            # A resend (DUP, or after a reconnect) of a request already handled: same answer, applied once.
-            topic, payload = remembered[rid]
-            link.connection.publish(topic, payload, qos=1)
-            return
+        log.debug("device %s: twin %s $rid=%s", device_id, "GET" if path.startswith(TWIN_GET) else "reported patch",
+                  rid[:64])
         try:
             if path.startswith(TWIN_GET):
                 body = json.dumps(self.hub.device_twin(device_id), separators=(",", ":")).encode()
@@ -267,19 +326,17 @@ class DeviceFront:
             log.info("device %s: twin request failed (%s): %s", device_id, status, message)
             topic = f"$iothub/twin/res/{status}/?$rid={rid}"
             payload = json.dumps({"errorCode": code, "message": message}).encode()
-        remembered[rid] = (topic, payload)
-        while len(remembered) > REMEMBERED_REPLIES:
-            remembered.popitem(last=False)
+        # To the connection that asked, subscribed to $iothub/twin/res/# or not (the SDK may ask first).
         link.connection.publish(topic, payload, qos=1)
 
     # ---- hub.DeviceLink: device-bound traffic ----------------------------------------------------
     def send_desired_patch(self, device_id: str, patch: dict[str, Any]) -> None:
         link = self._live.get(device_id)
-        if link is None:
+        topic = f"{DESIRED_PATCH}?$version={patch.get('$version')}"
+        if link is None or not self.is_subscribed(device_id, topic):
+            log.debug("device %s: desired patch not sent (not subscribed to %s#)", device_id, DESIRED_PATCH)
             return
-        version = patch.get("$version")
-        link.connection.publish(f"$iothub/twin/PATCH/properties/desired/?$version={version}",
-                                json.dumps(patch, separators=(",", ":")).encode("utf-8"), qos=1)
+        link.connection.publish(topic, json.dumps(patch, separators=(",", ":")).encode("utf-8"), qos=1)
         link.flush()
 
     def send_method_request(self, device_id: str, call: MethodCall) -> None:
@@ -287,8 +344,7 @@ class DeviceFront:
         if link is None:
             return
         # QoS 0 as on IoT Hub: a method must not run twice because a request was resent on reconnect.
-        name = urllib.parse.quote(call.method_name, safe="")
-        link.connection.publish(f"$iothub/methods/POST/{name}/?$rid={call.rid}", call.request_body(), qos=0)
+        link.connection.publish(_method_topic(call.method_name, call.rid), call.request_body(), qos=0)
         link.flush()
 
     def disconnect_device(self, device_id: str) -> None:
@@ -301,16 +357,14 @@ class DeviceFront:
 
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: a device created later with the same id gets no persistent session
-        (subscriptions, unacknowledged publishes) and no remembered twin replies of the old one."""
+        (subscriptions, unacknowledged publishes) of the old one. The hub deletes the stored copy."""
         self._sessions.pop(("hub", device_id), None)
-        self._replies.pop(device_id, None)
         self._cloud_in_flight.pop(device_id, None)
 
-    # ---- cloud-to-device messages: QoS 1 to a subscribed device, completed by its PUBACK ----------
     def deliver_cloud_messages(self, device_id: str) -> None:
+        """hub.DeviceLink: publish the device's waiting cloud-to-device messages, if it is subscribed."""
         link = self._live.get(device_id)
-        session = link.connection.session if link is not None else None
-        if link is None or session is None or not _subscribed_to_cloud_messages(session.subscriptions, device_id):
+        if link is None or not self.is_subscribed(device_id, f"{_cloud_topic_prefix(device_id)}x"):
             return  # IoT Hub keeps them until the device subscribes to devices/{id}/messages/devicebound/#
         in_flight = self._cloud_in_flight.setdefault(device_id, {})
         for message in self.hub.c2d.take_for_delivery(device_id):
@@ -328,10 +382,9 @@ class DeviceFront:
             if lock_token is not None:
                 self.hub.c2d.complete(identity.device_id, lock_token)
 
-    def _on_subscribed(self, link: Link) -> None:
-        identity = self._identities.get(link)
-        if isinstance(identity, DeviceIdentity):
-            self.deliver_cloud_messages(identity.device_id)
+
+def _cloud_topic_prefix(device_id: str) -> str:
+    return f"devices/{device_id}/messages/devicebound/"
 
 
 def cloud_message_topic(message: CloudMessage) -> str:
@@ -344,33 +397,37 @@ def cloud_message_topic(message: CloudMessage) -> str:
         ("iothub-ack", message.ack if message.ack != "none" else None), *message.properties.items()]
     bag = "&".join(f"{urllib.parse.quote(k, safe='')}={urllib.parse.quote(v, safe='')}"
                    for k, v in pairs if v is not None)
-    return f"devices/{message.device_id}/messages/devicebound/{bag}"
+    return _cloud_topic_prefix(message.device_id) + bag
 
 
-def _subscribed_to_cloud_messages(subscriptions: dict[str, int], device_id: str) -> bool:
-    """Whether any of the session's topic filters matches the device's cloud-to-device topic."""
-    topic = f"devices/{device_id}/messages/devicebound/x".split("/")
-    for topic_filter in subscriptions:
-        levels = topic_filter.split("/")
-        for i, level in enumerate(levels):
-            if level == "#":
-                return True
-            if i >= len(topic) or (level != "+" and level != topic[i]):
-                break
-        else:
-            if len(levels) == len(topic):
-                return True
-    return False
+def _method_topic(method_name: str, rid: str) -> str:
+    return f"{METHOD_REQUEST}{urllib.parse.quote(method_name, safe='')}/?$rid={rid}"
+
+
+def _device_bound_shapes(device_id: str) -> tuple[TopicShape, ...]:
+    """Every topic the hub publishes to a device: methods, twin answers, desired patches, C2D."""
+    return (("$iothub", "methods", "POST", None, None), ("$iothub", "twin", "res", None, None),
+            ("$iothub", "twin", "PATCH", "properties", "desired", None),
+            ("devices", device_id, "messages", "devicebound", None))
 
 
 def _subscription_rule(identity: DeviceIdentity | DpsIdentity) -> Callable[[str], bool]:
-    """Which topic filters a client may subscribe to: the hub's `$iothub/...` topics (they only ever
-    deliver its own traffic) and `devices/{its id}/...`; a DPS client `$dps/...`. Anything that names
-    or wildcards another device's topics (`devices/other/#`, `devices/+/#`, `#`) gets SUBACK 0x80."""
+    """Which topic filters a client may subscribe to: a device any filter matching one of its own
+    device-bound topics (`#`, `$iothub/#`, `devices/+/messages/devicebound/#` included: delivery only
+    ever matches its own traffic); a DPS client `$dps/...`. Anything else (`devices/other/#`, `a/b`)
+    gets SUBACK 0x80."""
     if isinstance(identity, DpsIdentity):
         return dps_subscription_allowed
-    own = f"devices/{identity.device_id}/"
-    return lambda topic_filter: topic_filter.startswith("$iothub/") or topic_filter.startswith(own)
+    shapes = _device_bound_shapes(identity.device_id)
+    return lambda topic_filter: any(may_match_shape(topic_filter, shape) for shape in shapes)
+
+
+def _who(identity: DeviceIdentity | DpsIdentity | None, link: Link) -> str:
+    if isinstance(identity, DeviceIdentity):
+        return f"device {identity.device_id}"
+    if isinstance(identity, DpsIdentity):
+        return f"DPS registration {identity.registration_id}"
+    return link.peer
 
 
 class _BadRequest(Exception):

@@ -59,12 +59,15 @@ class DpsFront:
     def authenticate(self, client_id: str, scope: str, registration_id: str, password: str) -> DpsIdentity:
         """A CONNECT whose username is `{scope}/registrations/{registration_id}/...`; RefusedConnect."""
         if client_id != registration_id:
-            raise RefusedConnect("the client id differs from the registration id", CONNACK_IDENTIFIER_REJECTED)
+            raise RefusedConnect("the client id differs from the registration id", CONNACK_IDENTIFIER_REJECTED,
+                                 hint="use the registration id as the MQTT client id")
         try:
             token = parse_token(password)
             self.hub.provisioning.attest(scope, registration_id, token, self.hub.now())
         except (SasError, HubError) as e:
-            raise RefusedConnect(str(e)) from None
+            raise RefusedConnect(str(e), hint=f"the password must be a SAS token with sr={scope}/registrations/"
+                                 f"{registration_id}, signed with the enrollment's key (for a group enrollment, the "
+                                 "device key derived from the group key)") from None
         return DpsIdentity(scope, registration_id, token)
 
     def on_message(self, link: Link, identity: DpsIdentity, event: MessageReceived) -> None:

@@ -25,9 +25,12 @@ class Link(Protocol):
 
 
 class RefusedConnect(Exception):
-    def __init__(self, reason: str, return_code: int = CONNACK_NOT_AUTHORIZED):
+    """A CONNECT the front refuses: ``reason`` is logged with ``hint``, the likely fix (never a secret)."""
+
+    def __init__(self, reason: str, return_code: int = CONNACK_NOT_AUTHORIZED, *, hint: str = ""):
         super().__init__(reason)
         self.return_code = return_code
+        self.hint = hint
 
 
 class Violation(Exception):

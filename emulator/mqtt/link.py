@@ -28,8 +28,8 @@ class SessionLink:
             events = self.connection.receive_data(b"")  # packets the client sent right behind CONNECT
 
     def check_keepalive(self) -> None:
-        """Close the connection (and tell the front) once its keepalive or connect deadline passed."""
+        """Close the connection (and tell the front, which logs why) once its keepalive or connect
+        deadline passed."""
         events = self.connection.check_keepalive()
         if events:
-            self.log.info("%s: %s", self.peer, events[0].reason)
             self._process(events)

@@ -1,7 +1,8 @@
 """The thin asyncio TLS listener: socket bytes <-> one ServerConnection per client, events -> DeviceFront.
 
-Nothing here knows about IoT Hub; it moves bytes, sweeps keepalive deadlines and reports a port that
-is already taken as one clear error instead of a traceback.
+Nothing here knows about IoT Hub; it moves bytes, sweeps keepalive deadlines, logs every TLS
+handshake that fails or is abandoned (at INFO, with the likely fix: such a client never reaches the
+MQTT layer) and reports a port that is already taken as one clear error instead of a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from asyncio import sslproto
 from collections.abc import Callable
 
 from .device_front import DeviceFront
+from .handshake import explain_handshake_failure
 from .link import SessionLink
 from .session import ServerConnection
 
@@ -28,9 +30,53 @@ TLS_READ_BUFFER_BYTES = 17 * 1024
 
 
 class _LeanTlsProtocol(sslproto.SSLProtocol):
-    """asyncio's own TLS layer, with a read buffer sized for MQTT devices instead of bulk transfers."""
+    """asyncio's own TLS layer, with a read buffer sized for MQTT devices instead of bulk transfers,
+    that logs why a handshake did not complete (asyncio itself says nothing outside debug mode).
+
+    The hooks are asyncio's (3.11+) internal ones: _on_handshake_complete sees OpenSSL errors and a
+    client's EOF, _check_handshake_timeout the timeout, connection_lost a reset mid-handshake."""
 
     max_size = TLS_READ_BUFFER_BYTES
+
+    def __init__(self, *args: object, ca_file: str, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._ca_file = ca_file
+        self._peer = "?"
+        self._failure_logged = False
+        self._bytes_seen = False  # a connection closed before sending anything is a port probe, not a client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        super().connection_made(transport)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._bytes_seen = self._bytes_seen or nbytes > 0
+        super().buffer_updated(nbytes)
+
+    def _log_failure(self, exc: BaseException | type[BaseException] | None) -> None:
+        if self._failure_logged:
+            return
+        self._failure_logged = True
+        if self._bytes_seen:
+            log.info("%s: %s", self._peer, explain_handshake_failure(exc, self._ca_file))
+        else:
+            log.debug("%s: closed before sending any TLS bytes (a port probe?)", self._peer)
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | type[BaseException] | None) -> None:
+        if handshake_exc is not None:
+            self._log_failure(handshake_exc)
+        super()._on_handshake_complete(handshake_exc)
+
+    def _check_handshake_timeout(self) -> None:
+        if self._state == sslproto.SSLProtocolState.DO_HANDSHAKE:
+            self._log_failure(TimeoutError)
+        super()._check_handshake_timeout()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._state == sslproto.SSLProtocolState.DO_HANDSHAKE:
+            self._log_failure(exc)
+        super().connection_lost(exc)
 
 
 class AddressInUse(OSError):
@@ -79,8 +125,11 @@ class _ClientProtocol(SessionLink, asyncio.Protocol):
 class MqttServer:
     def __init__(self, front: DeviceFront, ssl_context: ssl.SSLContext, *,
                  monotonic: Callable[[], float] = time.monotonic,
-                 keepalive_sweep_seconds: float = KEEPALIVE_SWEEP_SECONDS):
+                 keepalive_sweep_seconds: float = KEEPALIVE_SWEEP_SECONDS,
+                 ca_file: str = "the emulator's CA file (certs/ca.pem in its data directory)"):
+        """``ca_file``: the CA clients must trust, named in the log line of a failed handshake."""
         self.front = front
+        self.ca_file = ca_file
         self.keepalive_sweep_seconds = keepalive_sweep_seconds
         self.ssl_context = ssl_context
         self.monotonic = monotonic
@@ -95,7 +144,8 @@ class MqttServer:
         # TLS is layered here rather than with create_server(ssl=...), which would always use asyncio's
         # 256 KiB read buffer; handshake and shutdown timeouts keep asyncio's defaults.
         def tls_client() -> asyncio.BaseProtocol:
-            return _LeanTlsProtocol(loop, _ClientProtocol(self), self.ssl_context, None, server_side=True)
+            return _LeanTlsProtocol(loop, _ClientProtocol(self), self.ssl_context, None, server_side=True,
+                                    ca_file=self.ca_file)
 
         # asyncio's default SO_REUSEADDR on POSIX still refuses a port someone listens on; on Windows it
         # is not set, which is what keeps another program from sharing our port there.

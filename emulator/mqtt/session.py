@@ -23,11 +23,12 @@ What the session does by itself:
 - CONNECT with an unsupported protocol (anything but MQTT level 4, MQIsdp/3 included) -> CONNACK 1
   and close; an empty client id with clean_session=0 -> CONNACK 2 and close. Both are reported as
   ConnectionLost(clean=False) and the application never sees ConnectRequested.
-- QoS 1 PUBLISH -> PUBACK, before the application sees the MessageReceived. A DUP=1 resend of a
-  packet id seen recently on the same SessionState (across reconnects) is acked again and reported
-  with duplicate=True. "Recently" is the last ``SessionState.DUPLICATE_WINDOW`` inbound QoS 1 ids:
-  enough for any client's in-flight window, and bounded memory per device.
-- SUBSCRIBE -> SUBACK granting min(requested, 1); UNSUBSCRIBE -> UNSUBACK; PINGREQ -> PINGRESP.
+- QoS 1 PUBLISH -> PUBACK, before the application sees the MessageReceived. Every one is reported,
+  DUP=1 or not: once PUBACK is sent the packet id is free [MQTT-4.3.2-2], and a new client restarts
+  its ids at 1 while the session persists, so an id seen before does not make a message a duplicate.
+  QoS 1 is at-least-once: a resend may be processed twice, a message is never dropped.
+- SUBSCRIBE -> SUBACK granting min(requested, 1) for each filter the application allows (0x80 for the
+  others), recorded in ``SessionState.subscriptions``; UNSUBSCRIBE -> UNSUBACK; PINGREQ -> PINGRESP.
 - Outbound QoS 1 packet ids 1..65535, skipping ids still in flight; in-flight publishes live in the
   SessionState until PUBACKed and are resent with DUP=1 by ``accept()`` on the next connection.
 - Protocol violations close the connection with ConnectionLost(clean=False): a packet before CONNECT,
@@ -51,7 +52,7 @@ Deviations from and additions to docs/emulator-internals.md:
 - ``SessionState`` lives in session_state.py (re-exported here, where the contract puts it) and
   exposes more than the contract names: see that module.
 - ``Subscribed.topics`` carries the *granted* QoS, the same values recorded in
-  ``SessionState.subscriptions``.
+  ``SessionState.subscriptions``; ``Subscribed.refused`` the filters answered with 0x80.
 - ``accept()``/``refuse()``/``close()`` after the connection closed are no-ops (the transport can
   die while the application is deciding); ``publish()`` on a closed connection sends nothing and
   returns None. Calling them in a state where they make no sense otherwise raises RuntimeError.
@@ -124,12 +125,12 @@ class MessageReceived:
     payload: bytes
     qos: int
     packet_id: int | None
-    duplicate: bool  # a DUP resend of a packet already received: already acked, skip it
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribed:
     topics: tuple[tuple[str, int], ...]  # (topic filter, granted QoS)
+    refused: tuple[str, ...] = ()  # the filters answered with SUBACK 0x80 (not recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,21 +378,22 @@ class ServerConnection:
         self._state = _CONNECT_RECEIVED
         if (packet.protocol_name, packet.protocol_level) != ("MQTT", 4):
             self._send(Connack(False, CONNACK_UNACCEPTABLE_PROTOCOL))
-            self._lose(events, f"unsupported protocol {packet.protocol_name} level {packet.protocol_level} (CONNACK 1)")
+            self._lose(events, f"CONNECT refused (CONNACK 1): unsupported protocol {packet.protocol_name} level "
+                               f"{packet.protocol_level}; IoT Hub speaks MQTT 3.1.1 (protocol level 4)")
         elif not packet.client_id and not packet.clean_session:
             self._send(Connack(False, CONNACK_IDENTIFIER_REJECTED))
-            self._lose(events, "empty client id with clean_session=0 (CONNACK 2)")
+            self._lose(events, "CONNECT refused (CONNACK 2): empty client id with clean_session=0; "
+                               "use the device id as the client id")
         else:
             events.append(ConnectRequested(packet))
 
     def _on_publish(self, packet: Publish, events: list[Event]) -> None:
         if packet.qos == 0:
-            events.append(MessageReceived(packet.topic, packet.payload, 0, None, False))
+            events.append(MessageReceived(packet.topic, packet.payload, 0, None))
         elif packet.qos == 1:
-            assert self._session is not None and packet.packet_id is not None
-            duplicate = self._session.note_inbound(packet.packet_id, packet.dup)
+            assert packet.packet_id is not None
             self._send(Puback(packet.packet_id))
-            events.append(MessageReceived(packet.topic, packet.payload, 1, packet.packet_id, duplicate))
+            events.append(MessageReceived(packet.topic, packet.payload, 1, packet.packet_id))
         else:
             self._lose(events, "protocol violation: QoS 2 PUBLISH (QoS 2 is not supported)")
 
@@ -408,9 +410,11 @@ class ServerConnection:
                       for topic_filter, qos in packet.topics)
         granted = tuple((topic_filter, code) for (topic_filter, _), code in zip(packet.topics, codes)
                         if code != SUBACK_FAILURE)
+        refused = tuple(topic_filter for (topic_filter, _), code in zip(packet.topics, codes)
+                        if code == SUBACK_FAILURE)
         self._session.subscriptions.update(granted)
         self._send(Suback(packet.packet_id, codes))
-        events.append(Subscribed(granted))  # the filters granted (refused ones are not recorded)
+        events.append(Subscribed(granted, refused))
 
     def _on_unsubscribe(self, packet: Unsubscribe, events: list[Event]) -> None:
         assert self._session is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -18,10 +19,11 @@ from ..hub import Hub
 from ..hub.errors import HubError
 from ..hub.jobs import JobScheduler
 from ..mqtt.device_front import DeviceFront
-from . import auth, cloud_messages, devices, jobs, methods, query, telemetry, throttle, twins
+from . import auth, cloud_messages, devices, jobs, methods, query, statistics, telemetry, throttle, twins
 from .auth import ServiceAuthorizer
 from .context import AUTHORIZER, HUB, QUERY_PAGES, SCHEDULER, THROTTLE
-from .errors import InvalidProtocolVersion, ServerError, error_response, from_http_exception
+from .diagnostics import RIGHTS_KEY, log_request
+from .errors import Envelope, InvalidProtocolVersion, ServerError, error_response, from_http_exception
 from .paging import QueryPages
 from .throttle import Throttle, Throttled
 from .websocket import WEBSOCKET_PATH, add_websocket_route
@@ -35,7 +37,8 @@ MAX_BODY_BYTES = 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# (verb, path, handler, rights any one of which the caller's policy must have)
+# (verb, path, handler, rights any one of which the caller's policy must have). IoT Hub also takes
+# each path with a trailing slash (the Node SDK lists devices as GET /devices/).
 ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
     ("GET", "/devices", devices.list_devices, auth.REGISTRY_READ),
     ("POST", "/devices/query", query.query_devices, auth.QUERY),
@@ -51,6 +54,11 @@ ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
     ("PUT", "/jobs/v2/{id}", jobs.create_job, auth.JOBS_WRITE),
     ("GET", "/jobs/v2/{id}", jobs.get_job, auth.JOBS_READ),
     ("POST", "/jobs/v2/{id}/cancel", jobs.cancel_job, auth.JOBS_WRITE),
+    # import/export jobs are not emulated: none ever exists
+    ("GET", "/jobs", jobs.list_import_export_jobs, auth.REGISTRY_READ),
+    ("GET", "/jobs/{id}", jobs.get_import_export_job, auth.REGISTRY_READ),
+    ("GET", "/statistics/devices", statistics.device_statistics, auth.REGISTRY_READ),
+    ("GET", "/statistics/service", statistics.service_statistics, auth.TWIN_READ),
     # emulator-only: what devices sent (IoT Hub serves this over its Event Hubs-compatible endpoint)
     ("GET", "/_emulator/devices/{id}/messages", telemetry.device_messages, auth.TELEMETRY),
 )
@@ -59,24 +67,34 @@ ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
 THROTTLE_CLASSES: dict[Handler, str] = {
     devices.list_devices: throttle.REGISTRY, devices.get_device: throttle.REGISTRY,
     devices.put_device: throttle.REGISTRY, devices.delete_device: throttle.REGISTRY,
+    statistics.device_statistics: throttle.REGISTRY,
     query.query_devices: throttle.QUERIES,
     twins.get_twin: throttle.TWIN_READS, twins.update_twin: throttle.TWIN_UPDATES,
     twins.replace_twin: throttle.TWIN_UPDATES,
     methods.invoke_method: throttle.METHODS,
     jobs.query_jobs: throttle.JOBS, jobs.create_job: throttle.JOBS, jobs.get_job: throttle.JOBS,
     jobs.cancel_job: throttle.JOBS,
+    jobs.list_import_export_jobs: throttle.JOBS, jobs.get_import_export_job: throttle.JOBS,
 }
+
+#: Handlers whose own refusals IoT Hub sends in the direct-method envelope (errors.py).
+METHOD_ENVELOPE = frozenset({methods.invoke_method})
+#: Set on the request when its errors take another envelope than the registry's.
+ENVELOPE_KEY = web.RequestKey("iothub_error_envelope", Envelope)
 
 
 def _guarded(handler: Handler, rights: Sequence[str]) -> Handler:
     operation = THROTTLE_CLASSES.get(handler)
 
     async def guarded(request: web.Request) -> web.StreamResponse:
+        request[RIGHTS_KEY] = tuple(rights)
         request.app[AUTHORIZER].authorize(request.headers.get("Authorization"), rights)
         limits = request.app[THROTTLE]
         if limits is not None and operation is not None:  # after auth: refused callers spend nothing
             cost = throttle.method_meters(request.content_length or 0) if operation == throttle.METHODS else 1
             limits.take(operation, cost)
+        if handler in METHOD_ENVELOPE:  # refusals of the call itself; auth and throttling stay registry-shaped
+            request[ENVELOPE_KEY] = Envelope.METHOD
         return await handler(request)
 
     guarded.__name__ = handler.__name__
@@ -85,31 +103,41 @@ def _guarded(handler: Handler, rights: Sequence[str]) -> Handler:
 
 @web.middleware
 async def iothub_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """api-version check, then the handler; every failure becomes an IoT Hub error response."""
+    """api-version check, then the handler; every failure becomes an IoT Hub error response, and
+    every request is logged (diagnostics.py)."""
+    started = time.perf_counter()
+    error: HubError | None = None
     try:
-        if request.match_info.http_exception is not None:
-            raise request.match_info.http_exception
-        if request.path != WEBSOCKET_PATH and request.path not in AMQP_WEBSOCKET_PATHS:
-            version = request.query.get("api-version")
-            if version not in API_VERSIONS:
-                raise InvalidProtocolVersion(
-                    f"api-version '{(version or '')[:40]}' is not supported; use one of {', '.join(API_VERSIONS)}")
-        return await handler(request)
+        response = await _checked(request, handler)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(from_http_exception(exc))
-    except Throttled as error:
+        error = from_http_exception(exc, request)
         response = error_response(error)
-        response.headers["Retry-After"] = str(error.retry_after)
-        return response
-    except HubError as error:  # the hub model's and the job scheduler's (JobError) refusals
-        return error_response(error)
+    except HubError as caught:  # the hub model's and the job scheduler's (JobError) refusals
+        error = caught
+        response = error_response(error, request.get(ENVELOPE_KEY, Envelope.REGISTRY))
+        if isinstance(error, Throttled):
+            response.headers["Retry-After"] = str(error.retry_after)
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - a client gets a 500 in IoT Hub's shape, never a stack trace
         log.exception("%s %s failed", request.method, request.path)
-        return error_response(ServerError("The emulator failed to handle the request; see its log"))
+        error = ServerError("The emulator failed to handle the request; see its log")
+        response = error_response(error)
+    log_request(request, response.status, error, (time.perf_counter() - started) * 1000, request.app[HUB])
+    return response
+
+
+async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.http_exception is not None:
+        raise request.match_info.http_exception
+    if request.path != WEBSOCKET_PATH and request.path not in AMQP_WEBSOCKET_PATHS:
+        version = request.query.get("api-version")
+        if version not in API_VERSIONS:
+            raise InvalidProtocolVersion(
+                f"api-version '{(version or '')[:40]}' is not supported; use one of {', '.join(API_VERSIONS)}")
+    return await handler(request)
 
 
 def create_app(hub: Hub, scheduler: JobScheduler | None = None, *,
@@ -123,7 +151,9 @@ def create_app(hub: Hub, scheduler: JobScheduler | None = None, *,
     app[QUERY_PAGES] = QueryPages()
     app[THROTTLE] = limits
     for verb, path, handler, rights in ROUTES:
-        app.router.add_route(verb, path, _guarded(handler, rights))
+        guarded = _guarded(handler, rights)
+        app.router.add_route(verb, path, guarded)
+        app.router.add_route(verb, path + "/", guarded)
     if device_front is not None:
         add_websocket_route(app, device_front)
     add_amqp_websocket_route(app, hub)  # the service AMQP nodes, for clients on port 443

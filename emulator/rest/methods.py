@@ -2,7 +2,8 @@
 
 The hub model enforces IoT Hub's rules (payload <= 128 KB, responseTimeoutInSeconds 5..300,
 connectTimeoutInSeconds 0..300, 404103 when the device is not connected in time, 504101 when it
-does not answer in time); this handler only reads the request and waits for the outcome.
+does not answer in time); this handler only reads the request and waits for the outcome. Timeouts
+may come as numeric strings ("30"), as IoT Hub accepts them (the az extension sends them so).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from ..hub.errors import ArgumentInvalid
+from ..hub.jobs_request import json_whole_number
 from ..hub.methods import DEFAULT_RESPONSE_TIMEOUT
 from .bodies import json_ok, read_json_object
 from .context import hub_of
@@ -21,7 +23,9 @@ def _seconds(body: dict[str, Any], name: str, default: float) -> float:
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, str):
+        value = json_whole_number(value)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArgumentInvalid(f"{name} must be a number of seconds")
     return value
 

@@ -3,27 +3,23 @@
 Each emulator binds its own loopback address 127.0.0.X (the device SDK always dials port 8883), so it
 never collides with a user's emulator on 127.0.0.1, and writes its discovery file into the test's
 temporary directory, never the user's. Two flavours:
-- `emulator`: an EmulatorServer in a background thread: MQTT/TLS on 8883 and the HTTPS REST front on
+- `emulator`: an emulator.testing.Emulator (the server in a background thread): MQTT/TLS on 8883 and the HTTPS REST front on
   `server.rest_port` of its own 127.0.0.X, plus the in-process API (invoke a method, read the hub);
-- `emulator_process`: `python -m emulator` in a subprocess, for restarts with the same data dir.
+- `emulator_process`: an emulator.testing.EmulatorProcess (`python -m emulator`), for restarts with the same
+  data dir.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from emulator import loopback
-from emulator.server import EmulatorConfig, ThreadedEmulator
+from emulator.testing import Emulator, EmulatorProcess
 
-START_TIMEOUT = 30.0
+__all__ = ["EmulatorProcess", "free_loopback_address"]  # shared with the other suites
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,63 +43,8 @@ def free_loopback_address() -> str:
 def emulator(tmp_path_factory):
     """A threaded emulator shared by a test module (tests use their own device ids)."""
     data_dir = tmp_path_factory.mktemp("emulator")
-    config = EmulatorConfig(address=free_loopback_address(), data_dir=data_dir,
-                            discovery_file=data_dir / "discovery.json")
-    with ThreadedEmulator(config) as running:
+    with Emulator(data_dir=data_dir, write_discovery=True, discovery_file=data_dir / "discovery.json") as running:
         yield running
-
-
-class EmulatorProcess:
-    """`python -m emulator` on its own loopback address and data dir; restartable."""
-
-    def __init__(self, address: str, data_dir: Path):
-        self.address = address
-        self.data_dir = data_dir
-        self.discovery_file = data_dir / "discovery.json"
-        self.process: subprocess.Popen | None = None
-        self.log = data_dir / "emulator.log"
-
-    @property
-    def host_name(self) -> str:
-        return self.address
-
-    @property
-    def ca_pem(self) -> str:
-        return (self.data_dir / "certs" / "ca.pem").read_text()
-
-    def start(self) -> EmulatorProcess:
-        env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
-        env["PYTHONUNBUFFERED"] = "1"
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "emulator", "--address", self.address, "--data-dir", str(self.data_dir),
-                 "--discovery-file", str(self.discovery_file), "--log-level", "info"],
-                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._discovery_is_ours():
-            if self.process.poll() is not None:
-                raise AssertionError(f"the emulator exited with {self.process.returncode}:\n{self.log.read_text()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"the emulator did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
-        return self
-
-    def _discovery_is_ours(self) -> bool:
-        try:
-            return json.loads(self.discovery_file.read_text()).get("pid") == self.process.pid
-        except (OSError, ValueError):
-            return False
-
-    def stop(self) -> int | None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(START_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(START_TIMEOUT)
-        return self.process.returncode if self.process else None
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.server import EmulatorConfig, ThreadedEmulator
-from tests.e2e.conftest import free_loopback_address
+from emulator.testing import Emulator
 
 from .support import LogWatch, Rest
 
@@ -33,9 +32,9 @@ def new_key() -> str:
 
 @dataclass
 class RunningEmulator:
-    """A ThreadedEmulator and what clients need to reach it."""
+    """An Emulator and what clients need to reach it."""
 
-    threaded: ThreadedEmulator
+    threaded: Emulator
     address: str
     host_name: str
     rest_port: int
@@ -60,22 +59,22 @@ class RunningEmulator:
         return device_id, key
 
 
-def start_emulator(data_dir: Path, **config_options) -> tuple[ThreadedEmulator, LogWatch]:
+def start_emulator(data_dir: Path, **config_options) -> tuple[Emulator, LogWatch]:
     watch = LogWatch()
     for name in WATCHED_LOGGERS:
         logging.getLogger(name).addHandler(watch)
-    config = EmulatorConfig(address=free_loopback_address(), data_dir=data_dir,
-                            discovery_file=data_dir / "discovery.json", **config_options)
-    return ThreadedEmulator(config).start(), watch
+    emulator = Emulator(data_dir=data_dir, write_discovery=True, discovery_file=data_dir / "discovery.json",
+                        **config_options)
+    return emulator.start(), watch
 
 
-def stop_emulator(threaded: ThreadedEmulator, watch: LogWatch) -> None:
+def stop_emulator(threaded: Emulator, watch: LogWatch) -> None:
     threaded.stop()
     for name in WATCHED_LOGGERS:
         logging.getLogger(name).removeHandler(watch)
 
 
-def running(threaded: ThreadedEmulator, watch: LogWatch) -> RunningEmulator:
+def running(threaded: Emulator, watch: LogWatch) -> RunningEmulator:
     server = threaded.server
     assert server.certificates is not None and server.rest_port is not None
     return RunningEmulator(threaded, server.config.address, server.host_name, server.rest_port,

@@ -3,6 +3,8 @@ for a thousand devices in one process), a signed REST caller, and a watch on the
 
 The raw device speaks exactly what the SDK puts on the wire (iothub-wire-facts.md) and nothing else,
 so a test can also send what the SDK never would: another device's topics, garbage, oversized packets.
+Like a real device it subscribes to what it wants delivered (the hub delivers by subscription):
+`RawDevice.connected()` subscribes to methods and desired patches unless told otherwise.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 
 import requests
 
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Puback, Publish, Subscribe, encode
+from emulator.mqtt.codec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
 from hubsettings import build_token, wellknown
 
 WAIT = 30.0  # generous bound on a loaded 2-core machine; never reached when things work
 API = "api-version=2021-04-12"
+#: What the device SDK subscribes to once a method handler and a desired-patch handler are set.
+SDK_SUBSCRIPTIONS = ("$iothub/methods/POST/#", "$iothub/twin/PATCH/properties/desired/#")
 
 
 def device_token(host: str, device_id: str, key: str, *, ttl: int = 3600, now: float | None = None) -> str:
@@ -35,9 +39,9 @@ def service_token(host: str, rest_port: int, policy: str = wellknown.OWNER_POLIC
 
 
 def device_connect(host: str, device_id: str, password: str, *, client_id: str | None = None,
-                   keepalive: int = 60) -> Connect:
+                   keepalive: int = 60, clean_session: bool = False) -> Connect:
     return Connect(client_id or device_id, f"{host}/{device_id}/?api-version=2019-10-01", password.encode(),
-                   keepalive=keepalive, clean_session=False)
+                   keepalive=keepalive, clean_session=clean_session)
 
 
 @dataclass
@@ -63,12 +67,17 @@ class RawDevice:
         return device
 
     @classmethod
-    async def connected(cls, emulator: Any, device_id: str, key: str, **connect_options: Any) -> RawDevice:
-        """Open, CONNECT with a token signed by `key`, and wait for CONNACK 0."""
+    async def connected(cls, emulator: Any, device_id: str, key: str, *,
+                        subscribe: tuple[str, ...] = SDK_SUBSCRIPTIONS, **connect_options: Any) -> RawDevice:
+        """Open, CONNECT with a token signed by `key`, wait for CONNACK 0, then subscribe to `subscribe`
+        (methods and desired patches, as a device with both handlers set) and wait for the SUBACK."""
         device = await cls.open(emulator.address, emulator.ca_pem, emulator.host_name)
         token = device_token(emulator.host_name, device_id, key)
         return_code = await device.connect(device_connect(emulator.host_name, device_id, token, **connect_options))
         assert return_code == 0, f"{device_id}: CONNACK {return_code}"
+        if subscribe:
+            codes = await device.subscribed(*subscribe)
+            assert codes == (1,) * len(subscribe), f"{device_id}: SUBACK {codes}"
         return device
 
     async def _read_loop(self) -> None:
@@ -105,6 +114,14 @@ class RawDevice:
 
     def subscribe(self, *topic_filters: str) -> None:
         self.send(Subscribe(self.packet_id(), tuple((t, 1) for t in topic_filters)))
+
+    async def subscribed(self, *topic_filters: str) -> tuple[int, ...]:
+        """SUBSCRIBE and wait for the SUBACK: its return codes (0x80 for a refused filter)."""
+        packet_id = self.packet_id()
+        self.send(Subscribe(packet_id, tuple((t, 1) for t in topic_filters)))
+        suback = await self.expect(lambda p: isinstance(p, Suback) and p.packet_id == packet_id)
+        assert suback is not None, "the connection closed before the SUBACK"
+        return suback.return_codes
 
     def twin_get(self) -> str:
         rid = uuid.uuid4().hex

@@ -244,7 +244,7 @@ async def test_a_method_request_over_128_kb_is_refused_and_never_reaches_the_dev
             "POST", f"/twins/{device_id}/methods",
             json_body={"methodName": "upload", "payload": "x" * (129 * 1024), "responseTimeoutInSeconds": 5}))
         assert response.status_code == 413, response.text
-        assert response.json()["ErrorCode"] == 413002
+        assert json.loads(response.json()["Message"])["errorCode"] == 413002  # the direct-method envelope
         rid = device.twin_get()
         await device.expect_reply(rid)
         assert not [p for p in device.packets if isinstance(p, Publish) and "/methods/POST/" in p.topic]

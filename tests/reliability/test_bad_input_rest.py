@@ -39,10 +39,18 @@ BROKEN_BODIES = {
 
 
 def assert_iothub_error(response, *statuses: int) -> None:
+    """A refusal in one of IoT Hub's two envelopes (emulator/rest/errors.py), named in the header."""
     assert response.status_code in statuses, (response.status_code, response.text[:300])
     assert response.headers["Content-Type"].startswith("application/json")
+    name = response.headers["iothub-errorcode"]
     body = response.json()
-    assert body["Message"].startswith("ErrorCode:") and isinstance(body["ErrorCode"], int)
+    assert set(body) == {"Message", "ExceptionMessage"}, body
+    if body["Message"].startswith("{"):  # direct methods: the numeric code inside a JSON string
+        inner = json.loads(body["Message"])
+        assert inner["errorCode"] // 1000 == response.status_code and body["ExceptionMessage"] == ""
+    else:
+        assert body["Message"].startswith(f"ErrorCode:{name};")
+        assert body["ExceptionMessage"].startswith("Tracking ID:")
     for leak in ("Traceback", "File \"", "Error:"):
         assert leak not in response.text
 
@@ -178,7 +186,8 @@ def test_bad_etags_are_412_or_400(emulator, if_match):
 
 @pytest.mark.parametrize("body", [
     {"methodName": "m", "responseTimeoutInSeconds": 1e999},
-    {"methodName": "m", "responseTimeoutInSeconds": "30"},
+    {"methodName": "m", "responseTimeoutInSeconds": "thirty"},
+    {"methodName": "m", "responseTimeoutInSeconds": "4"},
     {"methodName": "m", "responseTimeoutInSeconds": 4},
     {"methodName": "m", "connectTimeoutInSeconds": -1},
     {"methodName": "m", "connectTimeoutInSeconds": 301},
@@ -248,3 +257,64 @@ def test_random_bodies_on_random_routes_never_get_a_500(emulator, fuzz_target, r
     assert response.status_code < 500, (response.status_code, response.text[:300])
     if response.status_code >= 400:
         assert_iothub_error(response, response.status_code)
+
+
+# ---- what IoT Hub accepts (the controls for the refusals above) -----------------------------------
+
+
+def test_paths_with_a_trailing_slash_are_served(emulator):
+    """The Node service SDK lists devices as GET /devices/?api-version=...; IoT Hub serves it."""
+    device_id, _ = emulator.add_device()
+    rest = emulator.rest()
+    listed = rest.call("GET", "/devices/")
+    assert listed.status_code == 200 and isinstance(listed.json(), list)
+    assert rest.call("GET", f"/twins/{device_id}/").json()["deviceId"] == device_id
+
+
+def test_method_timeouts_as_strings_as_the_az_extension_sends_them(emulator, bystander):
+    response = emulator.rest().call("POST", f"/twins/{bystander}/methods", json_body={
+        "methodName": "ping", "payload": {"n": 2}, "responseTimeoutInSeconds": "30", "connectTimeoutInSeconds": "0"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": 200, "payload": {"n": 2}}
+
+
+def test_method_to_an_offline_device_answers_in_the_direct_method_envelope(emulator):
+    device_id, _ = emulator.add_device()
+    response = emulator.rest().call("POST", f"/twins/{device_id}/methods", json_body={"methodName": "m"})
+    assert_iothub_error(response, 404)
+    assert response.headers["iothub-errorcode"] == "DeviceNotOnline"
+    inner = json.loads(response.json()["Message"])
+    assert inner["errorCode"] == 404103 and set(inner) == {"errorCode", "trackingId", "message", "info",
+                                                           "timestampUtc"}
+
+
+def test_every_device_job_with_numbers_as_strings_then_the_jobs_query_shape(emulator):
+    """queryCondition "*" (az's help, Microsoft's jobs guide) and az's string numbers; the jobs query
+    answers a bare array with x-ms-item-type, as /devices/query does."""
+    device_id, _ = emulator.add_device()
+    rest = emulator.rest()
+    job_id = f"every-{uuid.uuid4().hex[:8]}"
+    created = rest.call("PUT", f"/jobs/v2/{job_id}", json_body={
+        "jobId": job_id, "type": "scheduleUpdateTwin", "queryCondition": "*", "maxExecutionTimeInSeconds": "60",
+        "updateTwin": {"tags": {"wave": job_id}, "etag": "*"}})
+    assert created.status_code == 200, created.text
+    for _ in range(200):
+        job = rest.call("GET", f"/jobs/v2/{job_id}").json()
+        if job["status"] == "completed":
+            break
+        threading.Event().wait(0.05)
+    assert job["status"] == "completed", job
+    assert job["deviceJobStatistics"]["deviceCount"] == emulator.threaded.call(lambda: len(emulator.hub.registry))
+    assert emulator.threaded.get_twin(device_id)["tags"]["wave"] == job_id
+    listed = rest.call("GET", "/jobs/v2/query?jobType=scheduleUpdateTwin")
+    assert listed.status_code == 200 and listed.headers["x-ms-item-type"] == "jobResponse"
+    assert job_id in [item["jobId"] for item in listed.json()]
+
+
+def test_import_export_jobs_list_is_empty_and_an_unknown_one_is_404(emulator):
+    rest = emulator.rest()
+    listed = rest.call("GET", "/jobs")
+    assert listed.status_code == 200 and listed.json() == []
+    missing = rest.call("GET", "/jobs/export-42")
+    assert_iothub_error(missing, 404)
+    assert missing.headers["iothub-errorcode"] == "JobNotFound"

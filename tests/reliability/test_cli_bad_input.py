@@ -7,9 +7,11 @@ The matrix runs its processes a few at a time up front (module fixture), then ea
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -171,3 +173,25 @@ def test_bad_input_gives_one_clear_line_and_the_documented_exit_code(matrix, key
     assert len(errors[0]) < 400
     for secret in (OWNER_KEY, wellknown.DEVICE_KEY, wellknown.POLICIES["registryRead"][0]):
         assert secret not in output
+
+
+def test_job_list_reads_every_page_of_the_hubs_jobs_query(emulator, tmp_path):
+    """The control: `job list` against a real hub answer (a bare array, x-ms-continuation pages),
+    which the Python SDK's own query_scheduled_jobs cannot read."""
+    rest = emulator.rest()
+    wave = uuid.uuid4().hex[:6]
+    for n in range(105):
+        created = rest.call("PUT", f"/jobs/v2/list-{wave}-{n}", json_body={
+            "jobId": f"list-{wave}-{n}", "type": "scheduleUpdateTwin", "queryCondition": "*",
+            "startTime": "2099-01-01T00:00:00Z", "updateTwin": {"tags": {"wave": wave}, "etag": "*"}})
+        assert created.status_code == 200, created.text
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTHUB_", "PROVISIONING_"))}
+    env.update(IOTHUB_EMULATOR_HOME=str(tmp_path), IOTHUB_EMULATOR_DISCOVERY=str(tmp_path / "none.json"),
+               IOTHUB_CONNECTION_STRING=wellknown.service_connection_string(emulator.host_name, emulator.rest_port),
+               IOTHUB_CA_FILE=emulator.ca_file)
+    result = subprocess.run([sys.executable, "-m", "service", "job", "list", "--status", "scheduled", "--json"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    listed = {job["jobId"] for job in json.loads(result.stdout)}
+    assert {f"list-{wave}-{n}" for n in range(105)} <= listed

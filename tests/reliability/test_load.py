@@ -22,13 +22,13 @@ import aiohttp
 import pytest
 
 from emulator.hub import Hub
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Puback, Publish, encode
+from emulator.mqtt.codec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
 from emulator.store import SqliteStore
 from hubsettings import wellknown
 from tests.e2e.conftest import EmulatorProcess, free_loopback_address
 
 from .conftest import new_key
-from .support import API, device_token, service_token
+from .support import API, SDK_SUBSCRIPTIONS, device_token, service_token
 
 pytestmark = pytest.mark.heavy
 
@@ -49,6 +49,7 @@ class LoadDevice(asyncio.Protocol):
     transport: asyncio.Transport | None = None
     reader: PacketReader = field(default_factory=PacketReader)
     connack: asyncio.Future | None = None
+    suback: asyncio.Future | None = None
     lost: bool = False
     method_requests: Counter = field(default_factory=Counter)  # seq -> times received
     report_replies: Counter = field(default_factory=Counter)  # rid -> replies received
@@ -61,13 +62,16 @@ class LoadDevice(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.lost = True
-        if self.connack and not self.connack.done():
-            self.connack.set_result(-1)
+        for pending in (self.connack, self.suback):
+            if pending and not pending.done():
+                pending.set_result(-1)
 
     def data_received(self, data):
         for packet in self.reader.feed(data):
             if isinstance(packet, Connack):
                 self.connack.set_result(packet.return_code)
+            elif isinstance(packet, Suback):
+                self.suback.set_result(packet.return_codes)
             elif isinstance(packet, Publish):
                 if packet.qos == 1:
                     self.transport.write(encode(Puback(packet.packet_id)))
@@ -139,6 +143,9 @@ async def connect_all(emulator: EmulatorProcess, keys: dict[str, str]) -> dict[s
             device.transport.write(encode(Connect(device_id, f"{emulator.host_name}/{device_id}/?api-version=2019-10-01",
                                                   token.encode(), keepalive=300, clean_session=False)))
             assert await asyncio.wait_for(device.connack, WAIT) == 0, device_id
+            device.suback = loop.create_future()  # methods are delivered only to subscribers
+            device.transport.write(encode(Subscribe(1, tuple((f, 1) for f in SDK_SUBSCRIPTIONS))))
+            assert await asyncio.wait_for(device.suback, WAIT) == (1,) * len(SDK_SUBSCRIPTIONS), device_id
             devices[device_id] = device
 
     await asyncio.gather(*(connect(d, k) for d, k in keys.items()))

@@ -9,6 +9,10 @@ class RecordingLink:
         self.methods = []
         self.disconnected = []
         self.forgotten = []
+        self.method_subscribers = None  # None: every device online is subscribed to methods
+
+    def can_receive_method(self, device_id, method_name):
+        return self.method_subscribers is None or device_id in self.method_subscribers
 
     def send_desired_patch(self, device_id, patch):
         self.desired.append((device_id, patch))

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from emulator.hub import FakeClock, Hub
-from emulator.mqtt.codec import (Connack, Connect, Disconnect, PacketReader, Puback, Publish, Subscribe,
+from emulator.mqtt.codec import (Connack, Connect, Disconnect, PacketReader, Puback, Publish, Suback, Subscribe,
                                  encode)
 from emulator.mqtt.device_front import DeviceFront
 from emulator.mqtt.session import ServerConnection
@@ -76,11 +76,21 @@ def hub_connect(device_id="d1", key=KEY, *, client_id=None, host="localhost", sr
                    clean_session=clean_session)
 
 
-def connected(front, device_id="d1", key=KEY, session_present=False):
+def connected(front, device_id="d1", key=KEY, session_present=False, *, clean_session=False):
     link = FakeLink(front)
-    link.send(hub_connect(device_id, key))
+    link.send(hub_connect(device_id, key, clean_session=clean_session))
     assert link.take() == [Connack(session_present, 0)]
     return link
+
+
+def subscribe(link, *topic_filters, packet_id=100):
+    """Subscribe as the device SDK does when a handler is set; returns the SUBACK codes."""
+    link.send(Subscribe(packet_id, tuple((f, 1) for f in topic_filters)))
+    [suback] = [p for p in link.take() if isinstance(p, Suback)]
+    return suback.return_codes
+
+
+METHODS, DESIRED = "$iothub/methods/POST/#", "$iothub/twin/PATCH/properties/desired/#"
 
 
 def test_good_token_is_accepted_and_marks_the_device_connected(front, hub):
@@ -132,15 +142,25 @@ def test_twin_get_and_reported_patch_without_any_subscription(front):
     assert replies[1].payload == b""
 
 
-def test_repeated_reported_patch_is_applied_once_and_answered_again(front, hub):
+def test_reported_patches_reusing_a_rid_are_each_applied_and_answered(front, hub):
+    """$rid is the client's correlation value (the C SDK restarts at 1, Microsoft's samples use constants)."""
     link = connected(front)
-    patch = Publish("$iothub/twin/PATCH/properties/reported/?$rid=r1", b'{"n": 1}', 1, 7)
-    link.send(patch)
-    first = link.publishes()
-    link.send(Publish(patch.topic, patch.payload, 1, 7, dup=True))
-    again = link.publishes()
-    assert [p.topic for p in again] == [p.topic for p in first] == ["$iothub/twin/res/204/?$rid=r1&$version=2"]
-    assert hub.device_twin("d1")["reported"]["$version"] == 2
+    link.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", b'{"n": 1}', 1, 7))
+    link.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", b'{"m": 2}', 1, 8))
+    assert [p.topic for p in link.publishes()] == ["$iothub/twin/res/204/?$rid=1&$version=2",
+                                                   "$iothub/twin/res/204/?$rid=1&$version=3"]
+    reported = hub.device_twin("d1")["reported"]
+    assert (reported["n"], reported["m"], reported["$version"]) == (1, 2, 3)
+
+
+def test_a_twin_get_reusing_a_rid_returns_the_current_document(front, hub):
+    link = connected(front)
+    link.send(Publish("$iothub/twin/GET/?$rid=1", b" ", 1, 1))
+    hub.patch_desired("d1", {"temp": 21})
+    link.take()
+    link.send(Publish("$iothub/twin/GET/?$rid=1", b" ", 1, 2))
+    [reply] = link.publishes()
+    assert json.loads(reply.payload)["desired"] == {"temp": 21, "$version": 2}
 
 
 def test_bad_reported_patch_gets_a_400_reply_not_silence(front):
@@ -151,6 +171,7 @@ def test_bad_reported_patch_gets_a_400_reply_not_silence(front):
 
 def test_desired_patch_reaches_the_device_with_version_in_the_json(front, hub):
     link = connected(front)
+    subscribe(link, DESIRED)
     hub.patch_desired("d1", {"temp": 21})
     [push] = link.publishes()
     assert push.topic == "$iothub/twin/PATCH/properties/desired/?$version=2"
@@ -169,11 +190,10 @@ def test_method_request_and_response_are_correlated(front, hub):
     assert call.result.status == 200 and call.result.payload == {"done": True}
 
 
-def test_telemetry_with_properties_is_buffered_and_duplicates_dropped(front, hub):
+def test_telemetry_with_properties_is_buffered(front, hub):
     link = connected(front)
     topic = "devices/d1/messages/events/%24.mid=m1&%24.ct=application%2Fjson&level=a%20b%2Bc"
     link.send(Publish(topic, b'{"t": 1}', 1, 4))
-    link.send(Publish(topic, b'{"t": 1}', 1, 4, dup=True))
     [message] = hub.telemetry.messages("d1")
     assert message.body == b'{"t": 1}'
     assert message.system_properties == {"$.mid": "m1", "$.ct": "application/json"}
@@ -190,6 +210,8 @@ def test_a_device_cannot_publish_as_another_device(front, hub):
 
 def test_a_device_never_sees_another_devices_traffic(front, hub):
     one, two = connected(front, "d1", KEY), connected(front, "d2", KEY2)
+    assert subscribe(one, "#", "$iothub/#", "devices/+/messages/devicebound/#") == (1, 1, 1)
+    subscribe(two, METHODS, DESIRED)
     hub.patch_desired("d2", {"x": 1})
     hub.start_method("d2", "m")
     two.send(Publish("$iothub/twin/GET/?$rid=r", b" ", 1, 1))
@@ -199,6 +221,7 @@ def test_a_device_never_sees_another_devices_traffic(front, hub):
 
 def test_new_connection_takes_over_and_the_old_one_is_closed(front, hub):
     old = connected(front)
+    subscribe(old, DESIRED)
     new = connected(front, session_present=True)
     assert old.connection.state == "closed"
     assert hub.is_online("d1")  # closing the old link does not mark the device offline
@@ -294,9 +317,9 @@ def test_dps_refuses_to_take_over_a_device_it_did_not_create(front, hub):
     assert device.take() == [Connack(False, 5)]
 
 
-def test_deleting_a_device_clears_its_persistent_session_and_twin_replies(front, hub):
+def test_deleting_a_device_clears_its_persistent_session(front, hub):
     link = connected(front)
-    link.send(Subscribe(1, (("$iothub/twin/res/#", 1),)))
+    subscribe(link, "$iothub/twin/res/#", DESIRED)
     hub.patch_desired("d1", {"old": 1})
     link.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 2))
     assert len(link.publishes()) == 2  # desired patch and twin reply, neither acknowledged
@@ -305,9 +328,9 @@ def test_deleting_a_device_clears_its_persistent_session_and_twin_replies(front,
     hub.create_device("d1", primary_key=KEY)
     fresh = connected(front)  # clean_session=0: no session of the deleted device to resume
     assert fresh.take() == []  # nothing of the old device is resent
-    fresh.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))  # a rid the old device used
-    [reply] = fresh.publishes()
-    assert json.loads(reply.payload) == {"desired": {"$version": 1}, "reported": {"$version": 1}}
+    assert fresh.connection.session.subscriptions == {}
+    hub.patch_desired("d1", {"new": 1})
+    assert fresh.publishes() == []  # the old device's subscription is gone with it
 
 
 def test_deleting_an_offline_device_clears_its_persistent_session(front, hub):

@@ -3,6 +3,7 @@ TLS with the dev CA, pipelined packets, keepalive expiry (fake clock), takeover,
 
 import asyncio
 import errno
+import logging
 import socket
 import ssl
 
@@ -10,7 +11,7 @@ import pytest
 
 from emulator.certs import ensure_certificates, server_ssl_context
 from emulator.hub import Hub
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Publish, encode
+from emulator.mqtt.codec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
 from emulator.mqtt.device_front import DeviceFront
 from emulator.mqtt.server import AddressInUse, MqttServer
 from hubsettings import build_token, wellknown
@@ -36,7 +37,8 @@ async def running(certs):
     hub = Hub("localhost")
     hub.register_well_known()
     clock = FakeMonotonic()
-    server = MqttServer(DeviceFront(hub), server_ssl_context(certs), monotonic=clock, keepalive_sweep_seconds=0.01)
+    server = MqttServer(DeviceFront(hub), server_ssl_context(certs), monotonic=clock, keepalive_sweep_seconds=0.01,
+                        ca_file=str(certs.ca_cert))
     port = await server.start("127.0.0.1", 0)
     yield hub, server, port, clock
     await server.stop()
@@ -116,6 +118,8 @@ async def test_second_connection_for_the_same_device_takes_over(running, certs):
     first = await RawClient.open(certs, port)
     await first.send(device_connect())
     assert await first.next() == Connack(False, 0)
+    await first.send(Subscribe(1, (("$iothub/twin/PATCH/properties/desired/#", 1),)))
+    assert await first.next() == Suback(1, (1,))
     second = await RawClient.open(certs, port)
     await second.send(device_connect())
     assert await second.next() == Connack(True, 0)
@@ -162,3 +166,47 @@ def test_threaded_emulator_in_process_api(tmp_path):
             emulator.invoke_method(wellknown.DEVICE_ID, "reboot")
         data_dir = emulator.server.data_dir
     assert not data_dir.exists()  # in-memory mode leaves no temporary directory behind
+
+
+# --- TLS handshakes that fail: logged at INFO with the likely fix ---------------------------------------
+
+async def _handshake_log(caplog, *, until):
+    for _ in range(int(WAIT / 0.01)):
+        lines = [r for r in caplog.records if r.name == "emulator.mqtt" and until(r.getMessage())]
+        if lines:
+            return lines
+        await asyncio.sleep(0.01)
+    return []
+
+
+async def test_a_client_that_does_not_trust_the_ca_is_logged_with_the_fix(running, certs, caplog):
+    caplog.set_level(logging.INFO, logger="emulator.mqtt")
+    _, _, port, _ = running
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncio.open_connection("127.0.0.1", port, ssl=ssl.create_default_context(), server_hostname="localhost")
+    [line] = await _handshake_log(caplog, until=lambda m: "TLS handshake" in m)
+    assert line.levelno == logging.INFO
+    assert "did not trust the emulator's CA" in line.getMessage()
+    assert f"SSL_CERT_FILE={certs.ca_cert}" in line.getMessage() and "NODE_EXTRA_CA_CERTS" in line.getMessage()
+
+
+async def test_plain_mqtt_on_the_tls_port_is_logged_with_the_fix(running, caplog):
+    caplog.set_level(logging.INFO, logger="emulator.mqtt")
+    _, _, port, _ = running
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode(device_connect()))
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), WAIT) == b""  # the server closes it
+    writer.close()
+    [line] = await _handshake_log(caplog, until=lambda m: "TLS handshake" in m)
+    assert line.levelno == logging.INFO and "did not start TLS" in line.getMessage()
+
+
+async def test_a_port_probe_is_not_logged_at_info(running, caplog):
+    caplog.set_level(logging.DEBUG, logger="emulator.mqtt")
+    _, _, port, _ = running
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+    [line] = await _handshake_log(caplog, until=lambda m: "before sending any TLS bytes" in m)
+    assert line.levelno == logging.DEBUG
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and "TLS" in r.getMessage()]

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 from azure.iot.hub.iothub_registry_manager import QueryResult as RegistryQueryResult
-from azure.iot.hub.models import (CloudToDeviceMethodResult, Device, JobResponse, QueryResult, Twin)
+from azure.iot.hub.models import CloudToDeviceMethodResult, Device, JobResponse, Twin
 from msrest import Deserializer
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
@@ -212,11 +212,39 @@ class FakeJobManager:
         self.hub.set_job_states(job_id, cancelled)
         return JobResponse.deserialize(cancelled)
 
-    def query_scheduled_jobs(self, job_type, job_status):
+    @property
+    def protocol(self) -> SimpleNamespace:
+        """The slice of the SDK's generated client the CLI reads jobs queries through (raw)."""
+        return SimpleNamespace(jobs=_FakeJobsOperations(self.hub))
+
+
+class _FakeJobsOperations:
+    """IoT Hub's answer to GET /jobs/v2/query: a bare array, paged by x-ms-continuation."""
+
+    api_version = "2021-04-12"
+    _deserialize = Deserializer()
+
+    def __init__(self, hub: FakeHub):
+        self.hub = hub
+        self._client = self
+
+    def get(self, url, params=None, headers=None):
+        return SimpleNamespace(url=url, params=dict(params or {}), headers=dict(headers or {}))
+
+    def send(self, request, stream=False):
+        job_type, job_status = request.params.get("jobType"), request.params.get("jobStatus")
         self.hub.record("query_scheduled_jobs", job_type, job_status)
         items = [j for j in self.hub.job_list
                  if (not job_type or j["type"] == job_type) and (not job_status or j["status"] == job_status)]
-        return QueryResult.deserialize({"type": "jobResponse", "items": items, "continuationToken": None})
+        start = int(request.headers.get("x-ms-continuation") or 0)
+        size = int(request.headers["x-ms-max-item-count"])
+        response = requests.Response()
+        response.status_code = 200
+        response._content = json.dumps(items[start:start + size]).encode()
+        response.headers["x-ms-item-type"] = "jobResponse"
+        if start + size < len(items):
+            response.headers["x-ms-continuation"] = str(start + size)
+        return response
 
 
 class FakeManagerFactory:

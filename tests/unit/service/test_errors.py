@@ -146,11 +146,33 @@ def test_secrets_in_hub_messages_are_masked(run, fake_hub):
      {"404103"}, "Timed out waiting for device to connect."),
     ('{"Message":"{\\"errorCode\\":504101,\\"message\\":\\"Timed out\\"}","ExceptionMessage":""}',
      {"504101"}, "Timed out"),
+    ('{"Message":"{\\"errorCode\\":404103,\\"trackingId\\":\\"t-G:0-TimeStamp:11/12/2019 22:27:46\\",'
+     '\\"message\\":\\"Timed out waiting for device to connect.\\",\\"info\\":{\\"timeout\\":\\"00:00:00\\"},'
+     '\\"timestampUtc\\":\\"2019-11-12T22:27:46.5615872Z\\"}","ExceptionMessage":""}',
+     {"404103"}, "Timed out waiting for device to connect."),
+    # the emulator's old invention: a top-level integer "ErrorCode" is not IoT Hub's and is not read
+    ('{"Message":"ErrorCode:ArgumentInvalid;bad","ExceptionMessage":"Tracking ID:x","ErrorCode":404001}',
+     {"ArgumentInvalid"}, "bad"),
+    ('{"Message":"ErrorCode:IotHubUnauthorizedAccess;Unauthorized","ExceptionMessage":"Tracking ID:(id)-'
+     'TimeStamp:12/14/2016 03:15:17"}', {"IotHubUnauthorizedAccess"}, "Unauthorized"),
+    # the jobs service wraps its own answer
+    ('{"Message":"ErrorCode:ArgumentInvalid;Error: BadRequest {\\"Message\\":\\"ErrorCode:ArgumentInvalid;Missing '
+     'or invalid etag\\",\\"ExceptionMessage\\":\\"Tracking ID:1234\\"}","ExceptionMessage":""}',
+     {"ArgumentInvalid"}, "Missing or invalid etag"),
+    ('{"Message":"ErrorCode:JobQuotaExceeded;Error: 403 ErrorCode: JobQuotaExceeded\\nMessage: Job quota has been '
+     'exceeded\\nTimestamp: 08/15/2026 09:38:50\\nTracking ID: ","ExceptionMessage":""}',
+     {"JobQuotaExceeded"}, "Job quota has been exceeded"),
     ("<html>Bad gateway</html>", set(), "<html>Bad gateway</html>"),
     ("", set(), ""),
 ])
 def test_parse_hub_error_shapes(body, codes, message):
     assert parse_hub_error(body) == (codes, message)
+
+
+def test_parse_hub_error_reads_the_iothub_errorcode_header():
+    assert parse_hub_error("", "ThrottlingException") == ({"ThrottlingException"}, "")
+    assert parse_hub_error('{"Message":"ErrorCode:DeviceNotFound;d1","ExceptionMessage":""}', "DeviceNotFound") == (
+        {"DeviceNotFound"}, "d1")
 
 
 def test_other_msrest_failures_are_one_line(run, fake_hub, d1):

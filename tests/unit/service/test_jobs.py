@@ -231,6 +231,13 @@ def test_job_list_with_filters(run, fake_hub):
     assert run("job", "list", "--type", "bogus").exit_code == 2
 
 
+def test_job_list_follows_continuation_pages(run, fake_hub):
+    """IoT Hub pages GET /jobs/v2/query (x-ms-continuation), as it does /devices/query."""
+    fake_hub.job_list = [job_json(f"j{n:03}", "completed") for n in range(250)]
+    assert [j["jobId"] for j in run.json("job", "list")] == [f"j{n:03}" for n in range(250)]
+    assert len(fake_hub.calls_to("query_scheduled_jobs")) == 3
+
+
 def test_job_list_empty(run, fake_hub):
     assert run("job", "list").stdout.strip() == "No jobs."
 

@@ -75,8 +75,17 @@ def test_non_2xx_device_status_exits_7_after_printing_the_answer(run, fake_hub):
      "Error: device 'd1' is not online"),
     (http_error(404, {"Message": json.dumps({"errorCode": 404103, "message": "offline"}),
                       "ExceptionMessage": ""}), 5, "Error: device 'd1' is not online"),
-    (http_error(504, {"errorCode": 504101, "message": "Timed out waiting for the response from device."}), 6,
-     "Error: device 'd1' did not answer method 'm' in time"),
+    (http_error(404, {"Message": json.dumps({
+        "errorCode": 404103, "trackingId": "b575211ff5194d56b18721941e82c3d5",
+        "message": "The operation failed because the requested device isn't online or hasn't registered "
+                   "the direct method callback.", "info": {}, "timestampUtc": "2022-09-12T21:59:47.99936Z"}),
+        "ExceptionMessage": ""}, {"iothub-errorcode": "DeviceNotOnline"}), 5, "Error: device 'd1' is not online"),
+    (http_error(504, {"Message": json.dumps({
+        "errorCode": 504101, "trackingId": "55b1d7845498428593c2738d94442607-G:32-TimeStamp:05/15/2020 20:43:10",
+        "message": "Timed out waiting for the response from device.", "info": {},
+        "timestampUtc": "2020-05-15T20:43:10.3899553Z"}), "ExceptionMessage": ""},
+        {"iothub-errorcode": "GatewayTimeout"}), 6, "Error: device 'd1' did not answer method 'm' in time"),
+    (http_error(404, "not json", {"iothub-errorcode": "DeviceNotOnline"}), 5, "Error: device 'd1' is not online"),
     (http_error(404, {"Message": "ErrorCode:DeviceNotFound;d1", "ExceptionMessage": "x"}), 4,
      "Error: device 'd1' not found on hub testhub.azure-devices.net"),
     (http_error(404, {"errorCode": 404001, "message": "Device d1 not found"}), 4,

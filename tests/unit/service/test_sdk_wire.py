@@ -100,3 +100,37 @@ def test_twin_update_etag_through_the_sdk(sdk_run, loopback_hub):
     assert result.exit_code == 8
     (call,) = loopback_hub.sent("PATCH", "/twins/d1")
     assert call.headers["If-Match"] == '"AAAA"' and call.body == {"tags": {"a": None}}
+
+
+def test_job_list_reads_iothub_bare_array_and_continuation_through_the_sdk(sdk_run, loopback_hub):
+    """IoT Hub's answer: a JSON array, the next page named by x-ms-continuation (the SDK's own
+    query_scheduled_jobs cannot deserialize it)."""
+    loopback_hub.answer("GET", "/jobs/v2/query",
+                        (200, [job_json("a", "completed")], {"x-ms-continuation": "p2", "x-ms-item-type": "jobResponse"}),
+                        (200, [job_json("b", "completed")], {"x-ms-item-type": "jobResponse"}))
+    result = sdk_run("job", "list", "--status", "completed", "--json")
+    assert result.exit_code == 0, result.output
+    assert [job["jobId"] for job in json.loads(result.stdout)] == ["a", "b"]
+    first, second = loopback_hub.sent("GET", "/jobs/v2/query")
+    assert "jobStatus=completed" in first.query and "api-version=" in first.query
+    assert first.headers["Authorization"].startswith("SharedAccessSignature sr=")
+    assert "x-ms-continuation" not in first.headers and second.headers["x-ms-continuation"] == "p2"
+
+
+def test_job_list_also_reads_the_sdk_model_shape(sdk_run, loopback_hub):
+    loopback_hub.answer("GET", "/jobs/v2/query", (200, {"type": "jobResponse", "items": [job_json("a", "running")],
+                                                        "continuationToken": None}, {}))
+    result = sdk_run("job", "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert [job["jobId"] for job in json.loads(result.stdout)] == ["a"]
+
+
+def test_job_list_error_is_one_line_through_the_sdk(sdk_run, loopback_hub):
+    loopback_hub.answer("GET", "/jobs/v2/query", (401, {
+        "Message": "ErrorCode:IotHubUnauthorizedAccess;Unauthorized",
+        "ExceptionMessage": "Tracking ID:0145380c335046479275c10be0eb278f-G:0-TimeStamp:11/10/2016 08:37:23"},
+        {"iothub-errorcode": "IotHubUnauthorizedAccess"}))
+    result = sdk_run("job", "list")
+    assert result.exit_code == 11
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "(Unauthorized)" in result.stderr

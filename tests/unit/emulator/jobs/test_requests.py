@@ -54,7 +54,7 @@ def scheduler() -> JobScheduler:
         (changed(startTime="tomorrow"), JobArgumentInvalid, "startTime 'tomorrow'"),
         (changed(startTime=12), JobArgumentInvalid, "startTime must be"),
         (changed(maxExecutionTimeInSeconds=0), JobArgumentInvalid, "maxExecutionTimeInSeconds"),
-        (changed(maxExecutionTimeInSeconds="60"), JobArgumentInvalid, "maxExecutionTimeInSeconds"),
+        (changed(maxExecutionTimeInSeconds="sixty"), JobArgumentInvalid, "maxExecutionTimeInSeconds"),
         (changed(cloudToDeviceMethod=_DROP), JobArgumentNull, "cloudToDeviceMethod is required"),
         (changed(cloudToDeviceMethod={"payload": 1}), JobArgumentNull, "methodName is required"),
         (changed(cloudToDeviceMethod={"methodName": "m", "responseTimeoutInSeconds": 4}),

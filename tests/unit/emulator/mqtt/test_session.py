@@ -89,11 +89,11 @@ def test_full_lifecycle():
 
     # device -> hub, QoS 1: acked by the session itself
     get = Publish("$iothub/twin/GET/?$rid=1", b" ", qos=1, packet_id=2)
-    assert pair.send(get) == [MessageReceived(get.topic, b" ", 1, 2, False)]
+    assert pair.send(get) == [MessageReceived(get.topic, b" ", 1, 2)]
     assert pair.received() == [Puback(2)]
     # device -> hub, QoS 0: no ack
     assert pair.send(Publish("devices/myDeviceId/messages/events/", b"t")) == [
-        MessageReceived("devices/myDeviceId/messages/events/", b"t", 0, None, False)
+        MessageReceived("devices/myDeviceId/messages/events/", b"t", 0, None)
     ]
     assert pair.received() == []
 
@@ -203,7 +203,7 @@ def test_packets_behind_connect_wait_for_accept():
     pair.server.accept(SessionState("myDeviceId"), False)
     assert pair.server.accepted_with_pending_input
     assert pair.server.receive_data(b"") == [Subscribed((("a/#", 1),)),
-                                             MessageReceived(pub.topic, b" ", 1, 2, False)]
+                                             MessageReceived(pub.topic, b" ", 1, 2)]
     assert not pair.server.accepted_with_pending_input
     assert pair.received() == [Connack(False, 0), Suback(1, (1,)), Puback(2), Pingresp()]
 
@@ -217,7 +217,7 @@ def test_pending_input_flag_clears_even_on_a_partial_packet():
     assert pair.server.receive_data(b"") == []
     assert not pair.server.accepted_with_pending_input  # a drain loop ends here
     rest = encode(Publish("t", b"x" * 50, qos=1, packet_id=1))[20:]
-    assert pair.server.receive_data(rest) == [MessageReceived("t", b"x" * 50, 1, 1, False)]
+    assert pair.server.receive_data(rest) == [MessageReceived("t", b"x" * 50, 1, 1)]
 
 
 def test_nothing_pending_after_a_plain_connect():
@@ -242,40 +242,49 @@ def test_too_much_data_before_connack_closes():
     assert pair.received() == []
 
 
-# --- DUP idempotency -------------------------------------------------------------------------------
+# --- inbound QoS 1: every PUBLISH is processed ---------------------------------------------------
 
-def test_dup_resend_is_acked_again_and_reported_as_duplicate():
-    pair, session = connected()
+def test_a_dup_resend_on_the_same_connection_is_acked_and_processed_again():
+    """At-least-once: a duplicate is allowed, a loss is not."""
+    pair, _ = connected()
     first = Publish("$iothub/twin/PATCH/properties/reported/?$rid=7", b"{}", qos=1, packet_id=5)
-    assert pair.send(first) == [MessageReceived(first.topic, b"{}", 1, 5, False)]
+    assert pair.send(first) == [MessageReceived(first.topic, b"{}", 1, 5)]
     resend = Publish(first.topic, b"{}", qos=1, packet_id=5, dup=True)
-    assert pair.send(resend) == [MessageReceived(first.topic, b"{}", 1, 5, True)]
+    assert pair.send(resend) == [MessageReceived(first.topic, b"{}", 1, 5)]
     assert pair.received() == [Puback(5), Puback(5)]
-    # The client reuses the id for a new message (DUP=0): not a duplicate.
-    assert pair.send(Publish("t", b"new", qos=1, packet_id=5)) == [MessageReceived("t", b"new", 1, 5, False)]
-    # A DUP of a message never received (lost in transit) is new too.
-    assert pair.send(Publish("t", b"lost", qos=1, packet_id=6, dup=True)) == [
-        MessageReceived("t", b"lost", 1, 6, False)
-    ]
 
 
-def test_dup_resend_after_reconnect_is_a_duplicate():
+def test_a_new_client_reusing_packet_id_1_with_dup_is_a_new_message():
+    """[MQTT-4.3.2-2]: once PUBACK was sent the id is free. A new client object restarts its ids at 1
+    while the persistent session lives on, and may resend its own unacknowledged message with DUP=1."""
     pair, session = connected()
-    pair.send(Publish("t", b"m", qos=1, packet_id=42))
-    pair.server.connection_lost()  # PUBACK never reached the device
+    assert pair.send(Publish("devices/myDeviceId/messages/events/", b"first", qos=1, packet_id=1)) == [
+        MessageReceived("devices/myDeviceId/messages/events/", b"first", 1, 1)]
+    assert pair.received() == [Puback(1)]
+    pair.server.connection_lost()
 
     pair2, _ = connected(session, present=True)
-    assert pair2.send(Publish("t", b"m", qos=1, packet_id=42, dup=True)) == [MessageReceived("t", b"m", 1, 42, True)]
-    assert pair2.received() == [Puback(42)]
+    second = Publish("devices/myDeviceId/messages/events/", b"second", qos=1, packet_id=1, dup=True)
+    assert pair2.send(second) == [MessageReceived(second.topic, b"second", 1, 1)]
+    assert pair2.received() == [Puback(1)]
 
 
-def test_duplicate_window_is_bounded():
-    session = SessionState("d")
-    for packet_id in range(1, SessionState.DUPLICATE_WINDOW + 2):
-        assert session.note_inbound(packet_id, dup=False) is False
-    assert session.note_inbound(1, dup=True) is False  # forgotten: the oldest fell out of the window
-    assert session.note_inbound(SessionState.DUPLICATE_WINDOW + 1, dup=True) is True
-    assert len(session._recent_inbound) == SessionState.DUPLICATE_WINDOW
+def test_the_session_keeps_no_inbound_packet_ids():
+    assert not any("inbound" in name for name in SessionState.__slots__)
+
+
+# --- subscriptions --------------------------------------------------------------------------------
+
+def test_refused_filters_get_0x80_are_reported_and_not_recorded():
+    pair = Pair()
+    pair.send(DEVICE_CONNECT)
+    session = SessionState("myDeviceId")
+    pair.server.accept(session, False, subscription_allowed=lambda f: not f.startswith("devices/other/"))
+    pair.received()
+    events = pair.send(Subscribe(4, (("devices/other/#", 1), ("#", 1))))
+    assert events == [Subscribed((("#", 1),), refused=("devices/other/#",))]
+    assert pair.received() == [Suback(4, (0x80, 1))]
+    assert session.subscriptions == {"#": 1}
 
 
 # --- outbound in-flight messages -------------------------------------------------------------------
@@ -306,12 +315,10 @@ def test_clean_session_clears_state_and_never_reports_a_session():
     session = SessionState("myDeviceId")
     session.subscriptions["a"] = 1
     session.inflight[1] = Publish("t", b"", 1, 1)
-    session.note_inbound(9, dup=False)
     clean = Connect("myDeviceId", clean_session=True)
     pair, _ = connected(session, present=True, connect=clean)  # asserts CONNACK session_present=0
     assert pair.received() == []  # nothing resent
     assert session.subscriptions == {} and session.inflight == {}
-    assert pair.send(Publish("t", b"", qos=1, packet_id=9, dup=True))[0].duplicate is False
 
 
 def test_packet_ids_wrap_and_skip_ids_in_flight():
@@ -384,7 +391,7 @@ def test_unsupported_protocol_gets_connack_1(connect):
     pair = Pair()
     events = pair.send(connect)
     assert len(events) == 1 and isinstance(events[0], ConnectionLost) and not events[0].clean
-    assert "CONNACK 1" in events[0].reason
+    assert "CONNACK 1" in events[0].reason and "MQTT 3.1.1 (protocol level 4)" in events[0].reason
     assert pair.received() == [Connack(False, 1)]
     assert pair.server.state == "closed"
 
@@ -392,7 +399,8 @@ def test_unsupported_protocol_gets_connack_1(connect):
 def test_empty_client_id_with_persistent_session_gets_connack_2():
     pair = Pair()
     events = pair.send(Connect("", clean_session=False))
-    assert events == [ConnectionLost("empty client id with clean_session=0 (CONNACK 2)", False)]
+    assert len(events) == 1 and isinstance(events[0], ConnectionLost) and not events[0].clean
+    assert "CONNACK 2" in events[0].reason and "use the device id as the client id" in events[0].reason
     assert pair.received() == [Connack(False, 2)]
 
 
@@ -433,7 +441,7 @@ def test_packets_before_connect_are_violations(packet):
 def test_violations_after_connect(packet):
     pair, _ = connected()
     events = pair.send(Publish("t", b"ok", qos=1, packet_id=1), packet, Pingreq())
-    _assert_violation(pair, events, before=[MessageReceived("t", b"ok", 1, 1, False)])
+    _assert_violation(pair, events, before=[MessageReceived("t", b"ok", 1, 1)])
     assert pair.received() == [Puback(1)]  # what came before the violation was answered; nothing after
 
 
@@ -460,6 +468,6 @@ def test_oversize_publish_closes_before_it_is_buffered():
 
 def test_a_failing_handler_becomes_an_internal_error_not_an_exception(monkeypatch):
     pair, session = connected()
-    monkeypatch.setattr(SessionState, "note_inbound", lambda *a: 1 / 0)
+    monkeypatch.setattr(ServerConnection, "_send", lambda *a: 1 / 0)
     events = pair.send(Publish("t", b"", qos=1, packet_id=1))
     assert len(events) == 1 and events[0].reason.startswith("internal error") and pair.server.state == "closed"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -49,6 +52,33 @@ class Rest:
         if data is not None:
             kwargs["data"] = data
         return await self.client.request(verb, url, **kwargs)
+
+
+@dataclass(frozen=True)
+class IotHubError:
+    name: str  # the iothub-errorcode header
+    code: int | None  # the numeric code: only the direct-method envelope carries it
+    message: str
+    envelope: str  # "registry" or "method"
+
+
+async def iothub_error(response) -> IotHubError:
+    """An error answer, checked to be in one of IoT Hub's two envelopes and nothing more."""
+    name = response.headers["iothub-errorcode"]
+    body = await response.json()
+    assert set(body) == {"Message", "ExceptionMessage"}, body
+    if body["Message"].startswith("{"):
+        inner = json.loads(body["Message"])
+        assert set(inner) == {"errorCode", "trackingId", "message", "info", "timestampUtc"}, inner
+        assert body["ExceptionMessage"] == "" and isinstance(inner["errorCode"], int)
+        assert inner["errorCode"] // 1000 == response.status
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", inner["timestampUtc"])
+        return IotHubError(name, inner["errorCode"], inner["message"], "method")
+    match = re.fullmatch(r"ErrorCode:([A-Za-z]+);(.*)", body["Message"], re.DOTALL)
+    assert match and match.group(1) == name, body
+    assert re.fullmatch(r"Tracking ID:[0-9a-f]{32}-G:0-TimeStamp:\d\d/\d\d/\d{4} \d\d:\d\d:\d\d",
+                        body["ExceptionMessage"]), body
+    return IotHubError(name, None, match.group(2), "registry")
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import pytest
 
 from emulator.rest.errors import ERROR_CODE_HEADER
 
+from .conftest import iothub_error
+
 
 def sas_device(device_id: str, status: str = "enabled", **keys) -> dict:
     return {"deviceId": device_id, "status": status, "capabilities": {"iotEdge": False},
@@ -62,11 +64,20 @@ async def test_get_device_and_missing_device(rest):
 
     missing = await rest.call("GET", "/devices/nobody")
     assert missing.status == 404
-    body = await missing.json()
-    assert body["Message"].startswith("ErrorCode:DeviceNotFound;")
-    assert body["ErrorCode"] == 404001
-    assert body["ExceptionMessage"].startswith("Tracking ID:")
+    error = await iothub_error(missing)
+    assert (error.name, error.code, error.envelope) == ("DeviceNotFound", None, "registry")
     assert missing.headers[ERROR_CODE_HEADER] == "DeviceNotFound"
+
+
+@pytest.mark.parametrize("verb, path", [
+    ("GET", "/devices/"), ("GET", "/devices/myDeviceId/"), ("GET", "/twins/myDeviceId/"),
+    ("POST", "/devices/query/"), ("GET", "/jobs/v2/query/"),
+])
+async def test_paths_with_a_trailing_slash_are_served(rest, verb, path):
+    """The Node service SDK lists devices as GET /devices/?api-version=..; IoT Hub serves it."""
+    body = {"query": "SELECT * FROM devices"} if verb == "POST" else None
+    response = await rest.call(verb, path, json=body)
+    assert response.status == 200, await response.text()
 
 
 async def test_list_devices_honours_top(rest, hub):
@@ -155,7 +166,7 @@ async def test_replace_twin_drops_what_is_not_given(rest):
 async def test_invalid_json_is_400_on_every_route(rest, verb, path, data):
     response = await rest.call(verb, path, data=data, headers={"Content-Type": "application/json"})
     assert response.status == 400
-    assert (await response.json())["Message"].startswith("ErrorCode:ArgumentInvalid;")
+    assert (await iothub_error(response)).name == "ArgumentInvalid"
 
 
 async def test_twin_patch_that_is_not_an_object_is_400(rest):
@@ -174,3 +185,13 @@ async def test_emulator_only_route_lists_received_telemetry(rest, hub):
     assert messages[0]["systemProperties"] == {"$.ct": "application/json"}
     assert (await rest.call("GET", "/_emulator/devices/nobody/messages")).status == 404
     assert (await rest.call("GET", "/_emulator/devices/myDeviceId/messages", policy="registryRead")).status == 401
+
+
+async def test_registry_and_service_statistics(rest, hub):
+    hub.create_device("off", status="disabled")
+    hub.device_connected("myDeviceId")
+    devices = await (await rest.call("GET", "/statistics/devices")).json()
+    assert devices == {"totalDeviceCount": len(hub.registry), "enabledDeviceCount": len(hub.registry) - 1,
+                       "disabledDeviceCount": 1}
+    service = await (await rest.call("GET", "/statistics/service")).json()
+    assert service == {"connectedDeviceCount": 1}

@@ -9,7 +9,7 @@ from emulator.rest import create_app
 from hubsettings import wellknown
 from hubsettings.sas import build_token
 
-from .conftest import API, token
+from .conftest import API, iothub_error, token
 
 
 def method_job(job_id: str, condition: str = "deviceId = 'myDeviceId'", **extra) -> dict:
@@ -53,7 +53,7 @@ async def test_duplicate_missing_and_invalid_jobs(rest):
     assert (await rest.call("PUT", "/jobs/v2/j1", json=method_job("j1"))).status == 409
     missing = await rest.call("GET", "/jobs/v2/nope")
     assert missing.status == 404
-    assert (await missing.json())["Message"].startswith("ErrorCode:JobNotFound;")
+    assert (await iothub_error(missing)).name == "JobNotFound"
     assert (await rest.call("POST", "/jobs/v2/nope/cancel")).status == 404
     invalid = await rest.call("PUT", "/jobs/v2/j2", json=method_job("j2", condition="deviceId ="))
     assert invalid.status == 400
@@ -61,18 +61,69 @@ async def test_duplicate_missing_and_invalid_jobs(rest):
     assert (await rest.call("PUT", "/jobs/v2/j4", json=method_job("other-id"))).status == 400
 
 
-async def test_query_jobs_answers_an_object_filtered_by_type_and_status(rest):
+async def test_query_jobs_answers_a_bare_array_filtered_by_type_and_status(rest):
     await rest.call("PUT", "/jobs/v2/m1", json=method_job("m1", startTime="2030-01-01T00:00:00Z"))
     await rest.call("PUT", "/jobs/v2/t1", json=twin_job("t1"))
     response = await rest.call("GET", "/jobs/v2/query")
     assert response.status == 200
-    body = await response.json()
-    assert set(body) == {"type", "items", "continuationToken"}
-    assert [job["jobId"] for job in body["items"]] == ["m1", "t1"]
+    assert response.headers["x-ms-item-type"] == "jobResponse"
+    assert "x-ms-continuation" not in response.headers
+    assert [job["jobId"] for job in await response.json()] == ["m1", "t1"]
     by_type = await (await rest.call("GET", "/jobs/v2/query?jobType=scheduleUpdateTwin")).json()
-    assert [job["jobId"] for job in by_type["items"]] == ["t1"]
+    assert [job["jobId"] for job in by_type] == ["t1"]
     by_status = await (await rest.call("GET", "/jobs/v2/query?jobStatus=scheduled")).json()
-    assert [job["jobId"] for job in by_status["items"]] == ["m1"]
+    assert [job["jobId"] for job in by_status] == ["m1"]
+
+
+async def test_query_jobs_pages_by_max_item_count_and_continuation(rest):
+    for n in range(5):
+        await rest.call("PUT", f"/jobs/v2/p{n}", json=method_job(f"p{n}", startTime="2030-01-01T00:00:00Z"))
+    seen, token_header = [], None
+    for _ in range(5):
+        headers = {"x-ms-max-item-count": "2", **({"x-ms-continuation": token_header} if token_header else {})}
+        response = await rest.call("GET", "/jobs/v2/query", headers=headers)
+        page = await response.json()
+        assert len(page) <= 2
+        seen += [job["jobId"] for job in page]
+        token_header = response.headers.get("x-ms-continuation")
+        if not token_header:
+            break
+    assert seen == [f"p{n}" for n in range(5)]
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/"])
+async def test_import_export_jobs_list_is_empty(rest, path):
+    response = await rest.call("GET", path)
+    assert response.status == 200 and await response.json() == []
+
+
+async def test_unknown_import_export_job_is_404_job_not_found(rest):
+    response = await rest.call("GET", "/jobs/export-1")
+    assert response.status == 404
+    assert (await iothub_error(response)).name == "JobNotFound"
+
+
+async def test_star_condition_targets_every_device(rest, hub, scheduler):
+    hub.create_device("second")
+    job = twin_job("all")
+    job["queryCondition"] = "*"
+    assert (await rest.call("PUT", "/jobs/v2/all", json=job)).status == 200
+    await scheduler.tick()
+    await scheduler.wait_idle()
+    done = await (await rest.call("GET", "/jobs/v2/all")).json()
+    assert done["status"] == "completed"
+    assert done["deviceJobStatistics"]["deviceCount"] == len(hub.registry) >= 2
+
+
+async def test_method_job_takes_numbers_as_strings(rest):
+    """The az extension sends its timeouts and maxExecutionTimeInSeconds as JSON strings."""
+    job = method_job("strings", maxExecutionTimeInSeconds="3600", startTime="2030-01-01T00:00:00Z")
+    job["cloudToDeviceMethod"].update(responseTimeoutInSeconds="30", connectTimeoutInSeconds="0")
+    response = await rest.call("PUT", "/jobs/v2/strings", json=job)
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["cloudToDeviceMethod"]["responseTimeoutInSeconds"] == 30
+    assert body["maxExecutionTimeInSeconds"] == 3600
 
 
 async def test_job_routes_without_a_scheduler_are_503(hub, clock):
@@ -112,8 +163,8 @@ async def test_unauthorized_requests_are_401(rest, clock):
     for case, authorization in cases.items():
         response = await _get_devices(rest, authorization)
         assert response.status == 401, case
-        body = await response.json()
-        assert body["Message"].startswith("ErrorCode:IotHubUnauthorizedAccess;"), case
+        error = await iothub_error(response)
+        assert (error.name, error.message) == ("IotHubUnauthorizedAccess", "Unauthorized"), case
 
 
 async def test_a_cached_token_still_expires(rest, clock):

@@ -10,6 +10,8 @@ import pytest
 
 from emulator.rest.paging import DEFAULT_PAGE_SIZE, QueryPages
 
+from .conftest import iothub_error
+
 METHOD = "/twins/myDeviceId/methods"
 
 
@@ -24,9 +26,8 @@ async def _until(predicate, what: str):
 async def test_method_to_offline_device_is_404103(rest):
     response = await rest.call("POST", METHOD, json={"methodName": "reboot", "payload": ""})
     assert response.status == 404
-    body = await response.json()
-    assert body["ErrorCode"] == 404103
-    assert body["Message"].startswith("ErrorCode:DeviceNotOnline;")
+    error = await iothub_error(response)
+    assert (error.name, error.code, error.envelope) == ("DeviceNotOnline", 404103, "method")
 
 
 async def test_method_round_trip_returns_the_device_answer(rest, hub, link):
@@ -51,7 +52,8 @@ async def test_method_without_answer_is_504101(rest, hub, link, clock):
     hub.expire_due()
     response = await request
     assert response.status == 504
-    assert (await response.json())["ErrorCode"] == 504101
+    error = await iothub_error(response)
+    assert (error.name, error.code, error.envelope) == ("GatewayTimeout", 504101, "method")
 
 
 async def test_connect_timeout_waits_for_the_device(rest, hub, link):
@@ -81,7 +83,9 @@ async def test_connect_timeout_passing_is_404103(rest, hub, clock):
     {"methodName": "m", "connectTimeoutInSeconds": -1},
     {"methodName": "m", "connectTimeoutInSeconds": 301},
     {"methodName": "m", "connectTimeoutInSeconds": True},
-    {"methodName": "m", "responseTimeoutInSeconds": "30"},
+    {"methodName": "m", "responseTimeoutInSeconds": "thirty"},
+    {"methodName": "m", "responseTimeoutInSeconds": "3"},
+    {"methodName": "m", "connectTimeoutInSeconds": "1.5"},
     {"methodName": ""},
     {"payload": {}},
 ])
@@ -89,19 +93,31 @@ async def test_method_arguments_out_of_range_are_400(rest, hub, body):
     hub.device_connected("myDeviceId")
     response = await rest.call("POST", METHOD, json=body)
     assert response.status == 400
+    assert (await iothub_error(response)).code == 400004
+
+
+async def test_method_timeouts_as_numeric_strings_are_accepted(rest, hub, link):
+    """What the az extension sends: `"responseTimeoutInSeconds": "30", "connectTimeoutInSeconds": "0"`."""
+    hub.device_connected("myDeviceId")
+    request = asyncio.ensure_future(rest.call("POST", METHOD, json={
+        "methodName": "m", "payload": {}, "responseTimeoutInSeconds": "30", "connectTimeoutInSeconds": "0"}))
+    await _until(lambda: link.methods, "the method request to reach the device")
+    hub.method_response("myDeviceId", link.methods[0][1].rid, 200, b"{}")
+    assert (await request).status == 200
 
 
 async def test_method_payload_over_128_kb_is_refused(rest, hub):
     hub.device_connected("myDeviceId")
     response = await rest.call("POST", METHOD, json={"methodName": "m", "payload": "x" * (128 * 1024)})
     assert response.status == 413
-    assert (await response.json())["Message"].startswith("ErrorCode:MessageTooLarge;")
+    assert (await iothub_error(response)).name == "MessageTooLarge"
 
 
 async def test_method_to_unknown_device_is_404001(rest):
     response = await rest.call("POST", "/twins/nobody/methods", json={"methodName": "m"})
     assert response.status == 404
-    assert (await response.json())["ErrorCode"] == 404001
+    error = await iothub_error(response)
+    assert (error.name, error.code, error.envelope) == ("DeviceNotFound", 404001, "method")
 
 
 async def _query(rest, text: str, **headers):

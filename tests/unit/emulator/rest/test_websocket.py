@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from emulator.hub.job_target import HubJobTarget
 from emulator.hub.jobs import JobScheduler
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Publish, encode
+from emulator.mqtt.codec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
 from emulator.mqtt.device_front import DeviceFront
 from emulator.rest import create_app
 from hubsettings import wellknown
@@ -65,6 +65,8 @@ async def test_device_connects_and_answers_a_method_over_websocket(ws_client, hu
     connack = await device.next_packet()
     assert connack == Connack(session_present=False, return_code=0)
     assert hub.is_online(wellknown.DEVICE_ID)
+    await device.send(Subscribe(1, (("$iothub/methods/POST/#", 1),)))  # methods go to subscribers only
+    assert await device.next_packet() == Suback(1, (1,))
 
     invoke = asyncio.ensure_future(ws_client.post(
         f"/twins/{wellknown.DEVICE_ID}/methods?{API}", json={"methodName": "reboot", "payload": {"delay": 0}},
