@@ -51,9 +51,9 @@ def tls(emulator) -> SSLDomain:
     return domain
 
 
-def connect(emulator, *, mechanism="PLAIN", policy="iothubowner", token=None) -> BlockingConnection:
+def connect(emulator, *, mechanism: str | None = "PLAIN", policy="iothubowner", token=None) -> BlockingConnection:
     url = f"amqps://{emulator.server.config.address}:{emulator.server.amqp_port}"
-    options = {"allowed_mechs": mechanism, "sasl_enabled": True}
+    options = {"allowed_mechs": mechanism, "sasl_enabled": True} if mechanism else {"sasl_enabled": False}
     if mechanism == "PLAIN":
         options.update(user=f"{policy}@sas.root.{emulator.server.host_name}",
                        password=token or policy_token(emulator, policy))
@@ -118,6 +118,15 @@ def test_anonymous_client_with_a_cbs_token_may_send(emulator):
         assert answer["status-code"] == 200
         assert send(connection, c2d()).remote_state == Delivery.ACCEPTED
     assert depth(emulator) == 1
+
+
+def test_client_without_sasl_puts_a_token_and_reads_feedback_by_node_sdk_names(emulator):
+    """What Node's azure-iothub does: no SASL layer at all, then $cbs, and `/messages/serviceBound/feedback`."""
+    with opened(emulator, mechanism=None) as connection:
+        assert put_token(connection, policy_token(emulator), f"https://{emulator.server.host_name}")[
+            "status-code"] == 200
+        connection.create_receiver("/messages/serviceBound/feedback", credit=1).close()
+        assert send(connection, c2d()).remote_state == Delivery.ACCEPTED
 
 
 def test_anonymous_client_without_a_token_cannot_attach(emulator):
