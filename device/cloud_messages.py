@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Any
 
 BODY_LIMIT = 200  # characters of the body shown on the line; JSON lines carry the whole body
@@ -22,20 +23,40 @@ def body_text(data: Any) -> str:
         return f"<{len(raw)} bytes: {raw[:32].hex()}{'...' if len(raw) > 32 else ''}>"
 
 
+#: The SDK's Message attributes and the MQTT property-bag names of the system properties, by wire name.
+SYSTEM_PROPERTIES = (("messageId", "message_id", "$.mid"), ("correlationId", "correlation_id", "$.cid"),
+                     ("userId", "user_id", "$.uid"), ("contentType", "content_type", "$.ct"),
+                     ("contentEncoding", "content_encoding", "$.ce"), ("expiryTimeUtc", "expiry_time_utc", "$.exp"),
+                     ("ack", "ack", "iothub-ack"))
+
+
 def system_properties(message: Any) -> dict[str, str]:
     """The message's system properties that were set (the SDK's Message attributes)."""
-    names = (("messageId", "message_id"), ("correlationId", "correlation_id"), ("userId", "user_id"),
-             ("contentType", "content_type"), ("contentEncoding", "content_encoding"),
-             ("expiryTimeUtc", "expiry_time_utc"), ("ack", "ack"))
-    found = {wire: getattr(message, attr, None) for wire, attr in names}
+    found = {wire: getattr(message, attr, None) for wire, attr, _ in SYSTEM_PROPERTIES}
     return {k: str(v) for k, v in found.items() if v not in (None, "")}
+
+
+def from_topic(topic: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(application properties, system properties) of `devices/{id}/messages/devicebound/{bag}`, for
+    clients that read MQTT themselves (the lean fleet engine) rather than through the SDK."""
+    bag = topic.split("/messages/devicebound/", 1)[1] if "/messages/devicebound/" in topic else ""
+    pairs = [pair.partition("=") for pair in bag.split("&") if pair]
+    decoded = {urllib.parse.unquote(k): urllib.parse.unquote(v) for k, _, v in pairs}
+    by_bag_name = {bag_name: wire for wire, _, bag_name in SYSTEM_PROPERTIES}
+    system = {by_bag_name[k]: v for k, v in decoded.items() if k in by_bag_name}
+    application = {k: v for k, v in decoded.items() if k not in by_bag_name and not k.startswith("$.")}
+    return application, system
 
 
 def describe(message: Any) -> tuple[str, dict[str, Any]]:
     """(the event line, the data JSON lines carry) for a received azure.iot.device Message."""
-    body = body_text(message.data)
-    properties = dict(getattr(message, "custom_properties", None) or {})
-    system = system_properties(message)
+    return describe_parts(message.data, dict(getattr(message, "custom_properties", None) or {}),
+                          system_properties(message))
+
+
+def describe_parts(data: Any, properties: dict[str, str], system: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The same line from a body and its properties (see `from_topic` for MQTT's property bag)."""
+    body = body_text(data)
     shown = body if len(body) <= BODY_LIMIT else body[:BODY_LIMIT] + "…"
     line = f"message {system.get('messageId', '?')} from the cloud: {json.dumps(shown, ensure_ascii=False)}"
     if properties:

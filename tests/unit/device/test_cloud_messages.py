@@ -7,7 +7,7 @@ import json
 from azure.iot.device import Message
 
 from device.app import DeviceAgent, RunOptions
-from device.cloud_messages import body_text, describe
+from device.cloud_messages import body_text, describe, describe_parts, from_topic
 from device.eventlog import EventLog
 from device.methods import MethodConfig
 
@@ -55,3 +55,14 @@ async def test_agent_prints_messages_the_sdk_hands_it_as_json_lines():
     printed = [r for r in records if r.get("message", "").startswith("message m1")]
     assert printed and printed[0]["body"] == "hello" and printed[0]["properties"] == {"k": "v"}
     await agent.stop()
+
+
+def test_an_mqtt_property_bag_reads_as_the_sdk_would():
+    topic = ("devices/d1/messages/devicebound/%24.mid=m1&%24.cid=c%2F1&%24.to=%2Fdevices%2Fd1%2Fmessages%2Fdevicebound"
+             "&%24.ct=application%2Fjson&iothub-ack=full&a%26b=x%3Dy&plain=v")
+    application, system = from_topic(topic)
+    assert application == {"a&b": "x=y", "plain": "v"}
+    assert system == {"messageId": "m1", "correlationId": "c/1", "contentType": "application/json", "ack": "full"}
+    line, _ = describe_parts(b"hi", application, system)
+    assert line == 'message m1 from the cloud: "hi" {"a&b":"x=y","plain":"v"} (correlationId c/1, contentType application/json)'
+    assert from_topic("devices/d1/messages/devicebound/") == ({}, {})
