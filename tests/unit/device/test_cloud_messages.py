@@ -58,11 +58,13 @@ async def test_agent_prints_messages_the_sdk_hands_it_as_json_lines():
 
 
 def test_an_mqtt_property_bag_reads_as_the_sdk_would():
-    topic = ("devices/d1/messages/devicebound/%24.mid=m1&%24.cid=c%2F1&%24.to=%2Fdevices%2Fd1%2Fmessages%2Fdevicebound"
-             "&%24.ct=application%2Fjson&iothub-ack=full&a%26b=x%3Dy&plain=v")
+    topic = ("devices/d1/messages/devicebound/%24.mid=m1&%24.cid=c%2F1"
+             "&%24.to=%2Fdevices%2Fd1%2Fmessages%2Fdevicebound&%24.ct=application%2Fjson&iothub-ack=full"
+             "&a%26b=x%3Dy&plain=v")
     application, system = from_topic(topic)
     assert application == {"a&b": "x=y", "plain": "v"}
     assert system == {"messageId": "m1", "correlationId": "c/1", "contentType": "application/json", "ack": "full"}
     line, _ = describe_parts(b"hi", application, system)
-    assert line == 'message m1 from the cloud: "hi" {"a&b":"x=y","plain":"v"} (correlationId c/1, contentType application/json)'
+    assert line == ('message m1 from the cloud: "hi" {"a&b":"x=y","plain":"v"} '
+                    '(correlationId c/1, contentType application/json)')
     assert from_topic("devices/d1/messages/devicebound/") == ({}, {})
