@@ -273,7 +273,8 @@ class HubClient:
         """Queue a message for the device (IoT Hub keeps it until the device takes it or it expires)."""
         from .cloud_messages import SendOutcome, translate_send_failure, trust_ca
         manager = self.registry
-        trust_ca(manager, str(self.settings.ca_file) if self.settings.ca_file else None)
+        ca_file = self.settings.ca_file
+        trust_ca(manager, str(ca_file) if ca_file and ca_file.is_file() else None)  # as _configured does
         sdk_properties: dict[str, Any] = dict(properties)
         system = {"messageId": message_id, "correlationId": correlation_id, "contentType": content_type,
                   "contentEncoding": content_encoding, "expiryTimeUtc": expiry_time_ms, "iothub-ack": ack}

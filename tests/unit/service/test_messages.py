@@ -228,3 +228,16 @@ def test_an_untrusted_certificate_is_a_tls_failure(tmp_path):
         error = cloud_messages.amqp_connection_failure(Exception("x"), amqp_settings(host, other.ca_cert))
         thread.join(10)
     assert error.exit_code == ExitCode.TLS and "CERTIFICATE_VERIFY_FAILED" in error.message
+
+
+def test_a_ca_file_not_written_yet_is_left_out_as_for_rest(monkeypatch, tmp_path):
+    """The emulator's default CA path before it ever started: trusting it would fail before connecting."""
+    trusted = []
+    monkeypatch.setattr(cloud_messages, "trust_ca", lambda m, ca: trusted.append(ca))
+    manager = FakeC2DManager()
+    factory = SimpleNamespace(registry_manager=lambda settings: manager, job_manager=lambda settings: None)
+    settings = amqp_settings("localhost", tmp_path / "never-written.pem")
+    hub_module.HubClient(settings, factory).send_message("d1", b"x", {}, message_id="m1")
+    (ca_file := tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----")
+    hub_module.HubClient(amqp_settings("localhost", ca_file), factory).send_message("d1", b"x", {}, message_id="m2")
+    assert trusted == [None, str(ca_file)]
