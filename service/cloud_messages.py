@@ -75,6 +75,28 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def send(manager: Any, settings: ServiceSettings, device_id: str, body: bytes, properties: dict[str, str], *,
+         message_id: str, correlation_id: str | None = None, content_type: str | None = None,
+         content_encoding: str | None = None, expiry_time_ms: int | None = None, ack: str | None = None) -> None:
+    """send_c2d_message of the SDK's registry manager, trusting the settings' CA (when it exists: as for
+    REST), with a refusal turned into one of our typed errors."""
+    ca_file = settings.ca_file
+    trust_ca(manager, str(ca_file) if ca_file and ca_file.is_file() else None)
+    sdk_properties: dict[str, Any] = dict(properties)
+    system = {"messageId": message_id, "correlationId": correlation_id, "contentType": content_type,
+              "contentEncoding": content_encoding, "expiryTimeUtc": expiry_time_ms, "iothub-ack": ack}
+    sdk_properties.update({k: v for k, v in system.items() if v is not None})
+    outcome = SendOutcome(manager)
+    try:
+        manager.send_c2d_message(device_id, body, sdk_properties)
+    except Exception as e:  # noqa: BLE001 - the SDK raises a bare Exception; the rejection says why
+        raise translate_send_failure(e, outcome, settings, device_id) from None
+    finally:
+        client = getattr(getattr(manager, "amqp_svc_client", None), "amqp_client", None)
+        if client is not None:
+            client.close()
+
+
 def translate_send_failure(error: Exception, outcome: SendOutcome | None, settings: ServiceSettings,
                            device_id: str) -> ServiceError:
     """The SDK's failure (and the rejection behind it) as one of our typed errors."""

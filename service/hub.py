@@ -267,27 +267,12 @@ class HubClient:
 
     # -- cloud-to-device messages (AMQP, see cloud_messages.py) -----------------------------------------
     def send_message(self, device_id: str, body: bytes, properties: dict[str, str], *, message_id: str,
-                     correlation_id: str | None = None, content_type: str | None = None,
-                     content_encoding: str | None = None, expiry_time_ms: int | None = None,
-                     ack: str | None = None) -> None:
-        """Queue a message for the device (IoT Hub keeps it until the device takes it or it expires)."""
-        from .cloud_messages import SendOutcome, translate_send_failure, trust_ca
-        manager = self.registry
-        ca_file = self.settings.ca_file
-        trust_ca(manager, str(ca_file) if ca_file and ca_file.is_file() else None)  # as _configured does
-        sdk_properties: dict[str, Any] = dict(properties)
-        system = {"messageId": message_id, "correlationId": correlation_id, "contentType": content_type,
-                  "contentEncoding": content_encoding, "expiryTimeUtc": expiry_time_ms, "iothub-ack": ack}
-        sdk_properties.update({k: v for k, v in system.items() if v is not None})
-        outcome = SendOutcome(manager)
-        try:
-            manager.send_c2d_message(device_id, body, sdk_properties)
-        except Exception as e:  # noqa: BLE001 - the SDK raises a bare Exception; the rejection says why
-            raise translate_send_failure(e, outcome, self.settings, device_id) from None
-        finally:
-            client = getattr(getattr(manager, "amqp_svc_client", None), "amqp_client", None)
-            if client is not None:
-                client.close()
+                     **system: Any) -> None:
+        """Queue a message for the device (system: correlation_id, content_type, content_encoding,
+        expiry_time_ms, ack); IoT Hub keeps it until the device takes it or it expires."""
+        from . import cloud_messages
+        cloud_messages.send(self.registry, self.settings, device_id, body, properties, message_id=message_id,
+                            **system)
 
     def purge_messages(self, device_id: str) -> dict:
         """Drop the device's waiting cloud-to-device messages: {"totalMessagesPurged", "deviceId", ...}."""
@@ -295,13 +280,11 @@ class HubClient:
                           .purge_cloud_to_device_message_queue(device_id), device_id=device_id)
 
     def wait_for_feedback(self, message_id: str, timeout: float) -> Any:
-        """The feedback record for message_id (raises WaitTimeout). Other records received meanwhile are
-        taken off the hub's feedback queue, as `az iot device c2d-message send --wait` does."""
+        """The feedback record for message_id (raises WaitTimeout). Feedback on other messages received
+        meanwhile is taken off the hub's feedback queue too: the hub has one queue for all senders."""
         from .cloud_messages import receive_feedback
-        for record in receive_feedback(self.settings, lambda r: r.original_message_id == message_id, timeout):
-            if record.original_message_id == message_id:
-                return record
-        raise AssertionError("receive_feedback returns only after a match or raises")
+        records = receive_feedback(self.settings, lambda r: r.original_message_id == message_id, timeout)
+        return next(r for r in records if r.original_message_id == message_id)
 
     # -- error translation and throttling --------------------------------------------------------------
     def _call(self, operation: Callable[[], Any], *, raw: bool = False, **context: str) -> Any:
