@@ -64,7 +64,8 @@ def message() -> None:
               help="Which delivery feedback the hub reports: positive (delivered), negative (expired, "
                    "rejected, too many attempts), full (both).")
 @click.option("--wait-feedback", is_flag=True,
-              help="Wait for the feedback on this message (needs --ack other than none).")
+              help="Wait for the feedback on this message (needs --ack other than none). The hub has one "
+                   "feedback queue: feedback on other messages that arrives meanwhile is taken off it too.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=60, show_default=True,
               help="Seconds to wait for feedback (exit code 14 when none arrives).")
 @global_options
