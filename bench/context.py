@@ -48,12 +48,14 @@ class Sizes:
     cli_help_runs: int = 10
     cli_invoke_runs: int = 5
     job_time_limit_s: float = 120.0  # a job still running after this is reported as not completed
+    query_devices: int = 100_000
+    query_rounds: int = 50
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(roundtrip_calls=200, roundtrip_warmup=10, fanout_devices=(200, 1000), capacity_devices=1000,
                    sustained_seconds=3.0, sustained_concurrency=16, cli_help_runs=5, cli_invoke_runs=2,
-                   job_time_limit_s=60.0)
+                   job_time_limit_s=60.0, query_devices=10_000, query_rounds=20)
 
 
 @dataclass

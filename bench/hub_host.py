@@ -3,7 +3,12 @@ in memory, on a given loopback address, with N bench devices registered before i
 
 Prints one JSON line {"event": "ready", ...} on stdout, then serves until end of input, SIGTERM or
 SIGINT. The devices share one bench-only key and carry the tags {"bench": "fleet", "index": i}, so a
-job can target the first N devices with `tags.bench = 'fleet' AND tags.index < N`.
+job can target the first N devices with `tags.bench = 'fleet' AND tags.index < N`. They are registered
+through the hub's bulk registration (Hub.create_devices), 1,000 per store transaction.
+
+With --data-dir the hub persists to SQLite there, as the emulator ships; otherwise in memory.
+Commands on stdin, one per line: `stall-reset`, then `stall` answers {"event": "stall", ...} with the
+longest event-loop stall since (stall_meter.py).
 """
 
 from __future__ import annotations
@@ -15,31 +20,49 @@ import resource
 import signal
 import sys
 import time
+from pathlib import Path
 
+from emulator.hub import NewDevice
 from emulator.server import EmulatorConfig, EmulatorServer
 
 from .device_behaviour import device_id
+from .stall_meter import StallMeter
 
 #: A bench-only device key (base64 of 32 bytes); never a real credential.
 BENCH_DEVICE_KEY = "YmVuY2gtb25seS1kZXZpY2Uta2V5LTMyLWJ5dGVzISE="
 
 
-def register_devices(server: EmulatorServer, prefix: str, count: int) -> None:
+REGISTER_BATCH = 1000
+
+
+async def register_devices(server: EmulatorServer, prefix: str, count: int) -> None:
     hub = server.hub
     assert hub is not None
-    for index in range(count):
-        name = device_id(prefix, index)
-        hub.create_device(name, primary_key=BENCH_DEVICE_KEY)
-        hub.update_twin(name, {"tags": {"bench": "fleet", "index": index}})
+    for start in range(0, count, REGISTER_BATCH):
+        hub.create_devices([NewDevice(device_id(prefix, index), primary_key=BENCH_DEVICE_KEY,
+                                      tags={"bench": "fleet", "index": index})
+                            for index in range(start, min(count, start + REGISTER_BATCH))])
+        await asyncio.sleep(0)
+
+
+def _answer(line: str, meter: StallMeter) -> None:
+    command = line.strip()
+    if command == "stall-reset":
+        meter.reset()
+    elif command == "stall":
+        sys.stdout.write(json.dumps({"event": "stall", **meter.report()}) + "\n")
+        sys.stdout.flush()
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = EmulatorServer(EmulatorConfig(address=args.address, in_memory=True, write_discovery=False,
+    server = EmulatorServer(EmulatorConfig(address=args.address, in_memory=args.data_dir is None,
+                                           data_dir=args.data_dir, write_discovery=False,
                                            mqtt_port=args.mqtt_port, rest_port=args.rest_port))
     await server.start()
+    meter = StallMeter()
     try:
         started = time.perf_counter()
-        register_devices(server, args.prefix, args.devices)
+        await register_devices(server, args.prefix, args.devices)
         assert server.certificates is not None
         ready = {"event": "ready", "host_name": server.host_name, "address": args.address,
                  "mqtt_port": server.mqtt_port, "rest_port": server.rest_port,
@@ -54,12 +77,19 @@ async def _serve(args: argparse.Namespace) -> None:
             loop.add_signal_handler(sig, stop.set)
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        eof = asyncio.ensure_future(reader.read())  # the parent closes our stdin (or dies): stop
+        meter.start()
+
+        async def commands() -> None:  # until the parent closes our stdin (or dies)
+            while line := await reader.readline():
+                _answer(line.decode(errors="replace"), meter)
+
+        eof = asyncio.ensure_future(commands())
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({eof, waiter}, return_when=asyncio.FIRST_COMPLETED)
         eof.cancel()
         waiter.cancel()
     finally:
+        meter.stop()
         await server.stop()
 
 
@@ -70,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rest-port", type=int, default=9443)
     parser.add_argument("--devices", type=int, default=0)
     parser.add_argument("--prefix", default="dev-")
+    parser.add_argument("--data-dir", type=Path, default=None, help="persist to SQLite here (default: in memory)")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

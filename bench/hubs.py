@@ -13,6 +13,7 @@ import json
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hubsettings import build_token, wellknown
@@ -51,11 +52,13 @@ class HubInfo:
 
 
 @contextlib.contextmanager
-def running_hub(ctx: BenchContext, name: str, devices: int) -> Iterator[HubInfo]:
-    """An emulator (bench.hub_host) on a fresh 127.0.0.X with `devices` bench devices registered."""
+def running_hub(ctx: BenchContext, name: str, devices: int, *, data_dir: Path | None = None) -> Iterator[HubInfo]:
+    """An emulator (bench.hub_host) on a fresh 127.0.0.X with `devices` bench devices registered; in
+    memory, or persisted to SQLite in `data_dir`."""
     address = free_loopback_address((wellknown.MQTT_PORT, wellknown.REST_PORT), ctx.used_addresses)
     ctx.used_addresses.add(address)
-    with Child(name, python_module("bench.hub_host", "--address", address, "--devices", str(devices)),
+    storage = ("--data-dir", str(data_dir)) if data_dir is not None else ()
+    with Child(name, python_module("bench.hub_host", "--address", address, "--devices", str(devices), *storage),
                ctx.log_dir) as child:
         ready = child.expect("ready", START_TIMEOUT + devices / 500)
         yield HubInfo(child, address, ready["host_name"], ready["mqtt_port"], ready["rest_port"], ready["ca_file"],

@@ -1,7 +1,8 @@
 """`python -m bench`: every benchmark of issue 7 in one bounded run, side by side with mosquitto.
 
 Order: the mosquitto reference (so every figure can carry its ratio), the round trips and the CLI on a
-small emulator, then one emulator with the big fleet connected: capacity, jobs, sustained throughput.
+small emulator, then one emulator with the big fleet connected: capacity, jobs, sustained throughput;
+last, one emulator with 100,000 registered devices on SQLite: queries and event-loop stalls.
 Each part is bounded in count and time and shares one global budget; a part that fails or runs out of
 budget is reported in the notes and the rest still run. Every process started is stopped on the way out.
 
@@ -22,16 +23,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import bench_capacity, bench_cli, bench_jobs, bench_roundtrip, machine, mosquitto_ref
+from . import bench_capacity, bench_cli, bench_jobs, bench_queries, bench_roundtrip, machine, mosquitto_ref
 from .context import BenchContext, Budget, BudgetExhausted, Sizes
 from .hubs import running_fleets, running_hub
 from .processes import raise_fd_limit, rss_bytes
 from .report import Results, text_table, write_results
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DEFAULT_BUDGET_S = 420.0
+DEFAULT_BUDGET_S = 600.0
 QUICK_BUDGET_S = 150.0
-PARTS = ("mosquitto", "roundtrip", "cli", "fleet")
+PARTS = ("mosquitto", "roundtrip", "cli", "fleet", "queries")
 EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         _small_stage(ctx, parts, reference, failures)
         if "fleet" in parts:
             _part(ctx, "fleet", failures, _fleet_stage, reference, failures)
+        if "queries" in parts:
+            _part(ctx, "queries", failures, bench_queries.run)
     except KeyboardInterrupt:
         interrupted = True
         results.note("interrupted: the figures above are from the parts that finished")

@@ -1,7 +1,10 @@
-"""Time for the model: an injected clock (epoch seconds) and IoT Hub's timestamp format."""
+"""Time for the model: an injected clock (epoch seconds) and IoT Hub's timestamp format, both ways.
+Every part of the hub (registry, twins, jobs) reads and writes time through this module."""
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -17,10 +20,22 @@ def system_clock() -> float:
     return time.time()
 
 
+@functools.lru_cache(maxsize=4096)  # a job's rows share a few instants: saving 10,000 of them repeats them
 def iso_timestamp(epoch_seconds: float) -> str:
     """ISO 8601 UTC with microseconds and a Z, as IoT Hub (and msrest) expect."""
     moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> float:
+    """ISO 8601 -> epoch seconds; a time without a zone is UTC (the SDK may send one)."""
+    cleaned = text.strip()
+    # Python 3.11 takes at most 6 fractional digits in some layouts; .NET writes 7.
+    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", cleaned)
+    moment = datetime.fromisoformat(cleaned.replace("z", "Z"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 class FakeClock:

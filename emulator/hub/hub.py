@@ -1,33 +1,48 @@
-"""The Hub facade: the one object every front (MQTT, REST, job scheduler, in-process API) calls.
+"""The Hub: the emulator's one backend object, which every front (MQTT, REST, in-process API) calls.
 
-It composes the registry, twins, method calls, telemetry and DPS enrollments, authenticates devices
-and service policies, persists through the store port, and pushes device-bound traffic through a
-`DeviceLink` (the MQTT front). Not thread-safe: use it from one thread (the server's event loop).
+It owns the registry, twins, method calls, telemetry, DPS enrollments and registrations, the job
+scheduler (`jobs`, restored from the store when the hub opens) and queries (`query`: it decides which
+collection a query reads). It authenticates devices and service policies, persists through the store
+port, and pushes device-bound traffic through `DeviceConnections` (the MQTT front). Fronts only translate
+between the wire and these calls. Not thread-safe: use it from one thread (the server's event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hubsettings import wellknown
 from hubsettings.sas import SasError, SasToken, parse_token
 
 from .. import store as store_kinds
+from . import long_lived
 from ..store import SqliteStore, Store
 from .c2d import CloudMessage, CloudToDeviceQueues
 from .clock import Clock, system_clock
 from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, DeviceNotOnline, IotHubUnauthorizedAccess
+from .job_target import HubJobTarget
+from .jobs import JobScheduler
 from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodResult, parse_response_payload
 from .provisioning import GroupEnrollment, IndividualEnrollment, Provisioning, RegistrationState
 from .registry import Device, Registry, Status
 from .telemetry import DEFAULT_CAPACITY, TelemetryBuffer, TelemetryMessage
-from .twins import Twin, twin_document
+from .queries import run_query
+from .query import Query
+from .twin_views import TwinViews
+from .verified_tokens import VerifiedTokens
+from .twins import Twin, shared_twin_document, twin_document
 
 
-class DeviceLink(Protocol):
-    """How the hub reaches connected devices (implemented by the MQTT device front)."""
+#: Per-device job progress reaches the store at most this often (or per 1,000 rows; see jobs.py).
+JOB_PERSIST_BATCH_SECONDS = 0.5
+
+
+class DeviceConnections(Protocol):
+    """The devices' live connections, as the hub reaches them (implemented by the MQTT device front)."""
 
     def send_desired_patch(self, device_id: str, patch: dict[str, Any]) -> None: ...
     def send_method_request(self, device_id: str, call: MethodCall) -> None: ...
@@ -35,9 +50,23 @@ class DeviceLink(Protocol):
         """Connected and subscribed to this method's requests (IoT Hub answers 404103 otherwise)."""
     def disconnect_device(self, device_id: str) -> None: ...
     def forget_device(self, device_id: str) -> None:
-        """The device was deleted: drop what the link keeps for it (MQTT persistent session, ...)."""
+        """The device was deleted: drop what the front keeps for it (MQTT persistent session, ...)."""
     def deliver_cloud_messages(self, device_id: str) -> None:
         """Cloud-to-device messages are waiting for this device: send them if it can take them."""
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    """One device of a bulk registration (`Hub.create_devices`)."""
+
+    device_id: str
+    primary_key: str | None = None
+    secondary_key: str | None = None
+    status: Status = "enabled"
+    tags: dict[str, Any] | None = None
+
+
+DeviceLink = DeviceConnections  # the old name, until every front is renamed
 
 
 class DeviceDisabled(IotHubUnauthorizedAccess):
@@ -62,20 +91,27 @@ class Hub:
         self._store: Store = store if store is not None else SqliteStore.in_memory()
         self.registry = Registry(clock)
         self.twins: dict[str, Twin] = {}
+        self.views = TwinViews(self._twin_document_of)  # what queries and job selection read
         self.methods = MethodCalls(clock)
         self.telemetry = TelemetryBuffer(telemetry_capacity)
         self.provisioning = Provisioning(id_scope)
         self.registrations: dict[str, RegistrationState] = {}
         self.policies: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._verified_tokens = VerifiedTokens()
         self.connections_total: Counter[str] = Counter()  # accepted device connections, by device id
         self._online: set[str] = set()
-        self._link: DeviceLink | None = None
+        self._connections: DeviceConnections | None = None
+        # Jobs survive restarts through the store; one interrupted mid-run ends `failed` (jobs.py).
+        self.jobs = JobScheduler(HubJobTarget(self), clock, persist=self.save_job,
+                                 persist_batch_seconds=JOB_PERSIST_BATCH_SECONDS)
         self._load()
         self.c2d = CloudToDeviceQueues(clock, self._store)
 
     # ---- wiring ----------------------------------------------------------------------------------
-    def attach_link(self, link: DeviceLink | None) -> None:
-        self._link = link
+    def attach_connections(self, connections: DeviceConnections | None) -> None:
+        self._connections = connections
+
+    attach_link = attach_connections  # the old name, until every front is renamed
 
     def now(self) -> float:
         return self._clock()
@@ -96,18 +132,36 @@ class Hub:
                 self.twins[twin.device_id] = twin
         for device in self.registry.list():
             self.twins.setdefault(device.device_id, Twin(device.device_id))
+            self.views.changed(device.device_id)
         for record in self._store.load(store_kinds.ENROLLMENTS):
             self.provisioning.add_individual(IndividualEnrollment(**record))
         for record in self._store.load(store_kinds.REGISTRATIONS):
             if record.get("device_id") in self.registry:
                 state = RegistrationState(**record)
                 self.registrations[state.registration_id] = state
+        self.jobs.restore(self.saved_jobs())
+        long_lived.settle(len(self.registry))
 
-    def _save_device(self, device: Device) -> None:
+    def _save_device(self, device: Device, *, connection_only: bool = False) -> None:
+        """`connection_only`: only its connection state (and activity, model id) changed."""
         self._store.put(store_kinds.DEVICES, device.device_id, device.to_record())
+        if connection_only:
+            self.views.patched(device.device_id, {"connectionState": device.connection_state,
+                                                  "lastActivityTime": device.last_activity_time,
+                                                  "modelId": device.model_id})
+        else:
+            self.views.changed(device.device_id)
 
     def _save_twin(self, twin: Twin) -> None:
         self._store.put(store_kinds.TWINS, twin.device_id, twin.to_record())
+        self.views.changed(twin.device_id)
+
+    def _touch(self, device_id: str) -> None:
+        """Any message from the device: its lastActivityTime moves (not saved, as before)."""
+        device = self.registry.find(device_id)
+        if device is not None:
+            self.registry.touch(device_id)
+            self.views.patched(device_id, {"lastActivityTime": device.last_activity_time})
 
     # ---- well-known development credentials ------------------------------------------------------
     def register_well_known(self) -> None:
@@ -118,14 +172,40 @@ class Hub:
         self.provisioning.add_group(GroupEnrollment(wellknown.DPS_GROUP_ENROLLMENT, wellknown.DPS_GROUP_KEY))
 
     # ---- registry --------------------------------------------------------------------------------
-    def create_device(self, device_id: str, *, primary_key: str | None = None,
-                      secondary_key: str | None = None, status: Status = "enabled") -> Device:
+    def create_device(self, device_id: str, *, primary_key: str | None = None, secondary_key: str | None = None,
+                      status: Status = "enabled", status_reason: str | None = None) -> Device:
         device = self.registry.create(device_id, primary_key=primary_key, secondary_key=secondary_key,
-                                      status=status)
+                                      status=status, status_reason=status_reason)
         twin = self.twins[device_id] = Twin(device_id)
         self._save_device(device)
         self._save_twin(twin)
         return device
+
+    def create_devices(self, new_devices: Sequence[NewDevice]) -> list[Device]:
+        """Register many devices at once (bulk import), all or nothing: every one is validated before
+        any is added, and they are saved in one store transaction."""
+        seen: set[str] = set()
+        created: list[tuple[Device, Twin]] = []
+        now = self._clock()
+        for new in new_devices:
+            if new.device_id in seen:
+                raise DeviceAlreadyExists(f"Device '{new.device_id}' appears twice in the request")
+            seen.add(new.device_id)
+            device = self.registry.new_device(new.device_id, primary_key=new.primary_key,
+                                              secondary_key=new.secondary_key, status=new.status)
+            twin = Twin(new.device_id)
+            if new.tags:
+                twin.update(new.tags, None, now)
+            created.append((device, twin))
+        # Everything is valid: from here on nothing can fail.
+        self._store.put_many(store_kinds.DEVICES, ((d.device_id, d.to_record()) for d, _ in created))
+        self._store.put_many(store_kinds.TWINS, ((t.device_id, t.to_record()) for _, t in created))
+        for device, twin in created:
+            self.registry.load(device)
+            self.twins[device.device_id] = twin
+            self.views.changed(device.device_id)
+        long_lived.settle(len(created))
+        return [device for device, _ in created]
 
     def get_device(self, device_id: str) -> Device:
         return self.registry.get(device_id)
@@ -146,6 +226,7 @@ class Hub:
     def delete_device(self, device_id: str, *, if_match: str | None = None) -> None:
         self.registry.delete(device_id, if_match=if_match)
         self.twins.pop(device_id, None)
+        self.views.removed(device_id)
         self._store.delete(store_kinds.DEVICES, device_id)
         self._store.delete(store_kinds.TWINS, device_id)
         self.methods.fail_device(device_id, DeviceNotFound(f"Device {device_id} was deleted"))
@@ -156,13 +237,13 @@ class Hub:
         if device_id in self._online:
             self._disconnect(device_id)
         self._store.delete(store_kinds.SESSIONS, device_id)  # the MQTT client id of a device is its id
-        if self._link:
-            self._link.forget_device(device_id)  # a device created again with this id starts afresh
+        if self._connections:
+            self._connections.forget_device(device_id)  # a device created again with this id starts afresh
         self.c2d.purge(device_id)
 
     def _disconnect(self, device_id: str) -> None:
-        if self._link:
-            self._link.disconnect_device(device_id)
+        if self._connections:
+            self._connections.disconnect_device(device_id)
         self.device_disconnected(device_id)
 
     # ---- twins (service side) --------------------------------------------------------------------
@@ -174,9 +255,18 @@ class Hub:
         return twin_document(self.registry.get(device_id), self._twin(device_id), self._clock())
 
     def twin_documents(self) -> list[dict[str, Any]]:
-        """Every twin as IoT Hub presents it: what queries run over."""
-        now = self._clock()
-        return [twin_document(device, self.twins[device.device_id], now) for device in self.registry.list()]
+        """Every twin as IoT Hub presents it (read-only documents shared with queries)."""
+        return self.views.documents()
+
+    async def query(self, query: Query, jobs: JobScheduler | None = None) -> list[dict[str, Any]]:
+        """Every row of a parsed query, without holding up the event loop; rows are read-only.
+        `FROM devices.jobs` reads the records of `jobs` (default: this hub's own scheduler)."""
+        scheduler = jobs if jobs is not None else self.jobs
+        return await run_query(query, self.views, scheduler.iter_device_job_documents())
+
+    def _twin_document_of(self, device_id: str) -> dict[str, Any] | None:
+        device, twin = self.registry.find(device_id), self.twins.get(device_id)
+        return None if device is None or twin is None else shared_twin_document(device, twin, self._clock())
 
     def update_twin(self, device_id: str, patch: dict[str, Any], *, if_match: str | None = None) -> dict[str, Any]:
         """PATCH /twins/{id}: merge `tags` and `properties.desired`; pushes the desired patch."""
@@ -214,8 +304,8 @@ class Hub:
         return self.update_twin(device_id, {"properties": {"desired": desired}}, if_match=if_match)
 
     def _push_desired(self, device_id: str, patch: dict[str, Any]) -> None:
-        if self._link and device_id in self._online:
-            self._link.send_desired_patch(device_id, patch)
+        if self._connections and device_id in self._online:
+            self._connections.send_desired_patch(device_id, patch)
 
     # ---- device side -----------------------------------------------------------------------------
     def authenticate_device(self, device_id: str, token_text: str) -> Device:
@@ -237,8 +327,21 @@ class Hub:
             raise DeviceDisabled(f"Device {device_id} is disabled")
         return device
 
-    def authenticate_service(self, token_text: str, required_right: str) -> str:
-        """Check a service (policy) SAS token for the REST front; returns the policy name."""
+    def authenticate_service(self, token_text: str, accepted_rights: str | Sequence[str]) -> str:
+        """Check a service (policy) SAS token for the REST front: a known policy of this hub, not
+        expired, signed with the policy's key, and holding at least one of `accepted_rights` (one
+        right, or the rights any one of which the operation accepts). Returns the policy name."""
+        accepted = (accepted_rights,) if isinstance(accepted_rights, str) else tuple(accepted_rights)
+        now = self._clock()
+        policy_name = self._verified_tokens.policy_of(token_text, now)
+        if policy_name is None:
+            policy_name = self._verify_service_token(token_text, now)
+        rights = self.policies[policy_name][1] if policy_name in self.policies else ()
+        if not any(right in rights for right in accepted):
+            raise IotHubUnauthorizedAccess(f"Policy {policy_name} lacks the {' or '.join(accepted)} right")
+        return policy_name
+
+    def _verify_service_token(self, token_text: str, now: float) -> str:
         try:
             token = parse_token(token_text)
         except SasError as e:
@@ -247,13 +350,13 @@ class Hub:
         policy = self.policies.get(token.policy or "")
         if not self._is_our_host(host) or policy is None:
             raise IotHubUnauthorizedAccess("The token does not name this hub and a known policy")
-        if token.is_expired(self._clock()):
+        if token.is_expired(now):
             raise IotHubUnauthorizedAccess("The token has expired")
         if not token.signature_matches(policy[0]):
             raise IotHubUnauthorizedAccess("The token's signature does not match the policy key")
-        if required_right not in policy[1]:
-            raise IotHubUnauthorizedAccess(f"Policy {token.policy} lacks the {required_right} right")
-        return token.policy or ""
+        policy_name = token.policy or ""
+        self._verified_tokens.remember(token_text, policy_name, token.expiry)
+        return policy_name
 
     def names_this_hub(self, host: str) -> bool:
         """Whether a token's host (with or without a port) names this hub."""
@@ -277,7 +380,7 @@ class Hub:
             device.model_id = model_id
         self._online.add(device_id)
         self.connections_total[device_id] += 1
-        self._save_device(device)
+        self._save_device(device, connection_only=True)
         self._dispatch_waiting(device_id)
 
     def device_subscribed(self, device_id: str) -> None:
@@ -290,10 +393,10 @@ class Hub:
                 self._dispatch(call)
 
     def _can_receive_method(self, device_id: str, method_name: str) -> bool:
-        """Online and (with a link) subscribed to the method: what IoT Hub calls reachable."""
+        """Online and (with connections attached) subscribed to the method: what IoT Hub calls reachable."""
         if device_id not in self._online:
             return False
-        return self._link is None or self._link.can_receive_method(device_id, method_name)
+        return self._connections is None or self._connections.can_receive_method(device_id, method_name)
 
     def device_disconnected(self, device_id: str) -> None:
         if device_id not in self._online:
@@ -302,28 +405,28 @@ class Hub:
         device = self.registry.find(device_id)
         if device:
             self.registry.set_connected(device_id, False)
-            self._save_device(device)
+            self._save_device(device, connection_only=True)
 
     def device_twin(self, device_id: str) -> dict[str, Any]:
         """The body of the reply to a device's twin GET."""
-        self.registry.touch(device_id)
+        self._touch(device_id)
         return self._twin(device_id).for_device()
 
     def report_properties(self, device_id: str, patch: Any) -> int:
         """A device's reported-properties patch; returns the new reported $version."""
         twin = self._twin(device_id)
-        self.registry.touch(device_id)
+        self._touch(device_id)
         version = twin.patch_reported(patch, self._clock())
         self._save_twin(twin)
         return version
 
     def method_response(self, device_id: str, rid: str, status: int, body: bytes) -> bool:
-        self.registry.touch(device_id)
+        self._touch(device_id)
         return self.methods.complete(device_id, rid, status, parse_response_payload(body))
 
     def receive_telemetry(self, device_id: str, body: bytes, properties: dict[str, str] | None = None,
                           system_properties: dict[str, str] | None = None) -> TelemetryMessage:
-        self.registry.touch(device_id)
+        self._touch(device_id)
         message = TelemetryMessage(device_id, body, dict(properties or {}), dict(system_properties or {}),
                                    self._clock())
         self.telemetry.add(message)
@@ -349,8 +452,8 @@ class Hub:
 
     def _dispatch(self, call: MethodCall) -> None:
         self.methods.mark_dispatched(call)
-        if self._link:
-            self._link.send_method_request(call.device_id, call)
+        if self._connections:
+            self._connections.send_method_request(call.device_id, call)
 
     async def invoke_method(self, device_id: str, method_name: str, payload: Any = None, *,
                             response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
@@ -389,8 +492,8 @@ class Hub:
         DeviceMaximumQueueDepthExceeded, ArgumentInvalid; nothing is queued when it raises."""
         device = self.registry.get(device_id)
         message = self.c2d.enqueue(device_id, body, device_generation_id=device.generation_id, **fields)
-        if self._link and device_id in self._online:
-            self._link.deliver_cloud_messages(device_id)
+        if self._connections and device_id in self._online:
+            self._connections.deliver_cloud_messages(device_id)
         return message
 
     def purge_cloud_messages(self, device_id: str) -> int:
@@ -399,12 +502,27 @@ class Hub:
         return self.c2d.purge(device_id)
 
     # ---- persistence for the job scheduler (emulator/hub/jobs.py) ---------------------------------
-    def save_job(self, snapshot: dict[str, Any]) -> None:
-        """The scheduler's persistence hook: keep a job snapshot across restarts."""
-        self._store.put(store_kinds.JOBS, str(snapshot["job"]["jobId"]), snapshot)
+    def save_job(self, changes: dict[str, Any]) -> None:
+        """The scheduler's persistence hook: the job, and the device rows that changed (merged by
+        deviceId into those saved before), kept across restarts."""
+        job_id = str(changes["job"]["jobId"])
+        self._store.put(store_kinds.JOBS, job_id, {k: v for k, v in changes.items() if k != "devices"})
+        rows = changes.get("devices") or ()
+        if rows:
+            self._store.put_many(store_kinds.JOB_DEVICES, ((f"{job_id}/{row['deviceId']}", row) for row in rows))
 
     def saved_jobs(self) -> list[dict[str, Any]]:
-        return self._store.load(store_kinds.JOBS)
+        """Every saved job as one snapshot with all its device rows (what `JobScheduler.restore` reads)."""
+        jobs = {str(saved["job"]["jobId"]): saved for saved in self._store.load(store_kinds.JOBS)}
+        rows: dict[str, dict[str, dict[str, Any]]] = {job_id: {} for job_id in jobs}
+        for job_id, saved in list(jobs.items()):  # snapshots written whole by earlier versions: split them
+            if saved.get("devices"):
+                self.save_job(saved)
+                jobs[job_id] = {k: v for k, v in saved.items() if k != "devices"}
+        for row in self._store.load(store_kinds.JOB_DEVICES):
+            if row.get("jobId") in rows:
+                rows[row["jobId"]][row["deviceId"]] = row
+        return [{**saved, "devices": list(rows[job_id].values())} for job_id, saved in jobs.items()]
 
     # ---- persistence for the MQTT front's persistent sessions -------------------------------------
     def save_session(self, client_id: str, record: dict[str, Any]) -> None:

@@ -1,21 +1,22 @@
-"""The hub as the job scheduler's `JobTarget` (emulator/hub/jobs.py): twins to select from, methods
-and twin updates to apply. Wiring (issue 5): JobScheduler(HubJobTarget(hub), persist=hub.save_job),
-then scheduler.restore(hub.saved_jobs()) before scheduler.run()."""
+"""The hub as the job scheduler's `JobTarget` (emulator/hub/jobs.py): devices to select, methods and
+twin updates to apply. The hub builds its own scheduler over it (`Hub.jobs`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .hub import Hub
+from .query import Condition
+
+if TYPE_CHECKING:
+    from .hub import Hub
 
 
 class HubJobTarget:
     def __init__(self, hub: Hub):
         self.hub = hub
 
-    def twin_documents(self) -> Iterable[dict]:
-        return self.hub.twin_documents()
+    async def select_devices(self, condition: Condition) -> list[str]:
+        return [twin["deviceId"] for twin in await self.hub.views.select(condition)]
 
     async def invoke_method(self, device_id: str, method_name: str, payload: Any, response_timeout: int,
                             connect_timeout: int) -> tuple[int, Any]:

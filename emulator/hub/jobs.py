@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
+from .clock import Clock, system_clock
 from .jobs_errors import JobAlreadyExists, JobError, JobNotFound
 from .jobs_request import METHOD_JOB, parse_job_request
 from .jobs_state import (
@@ -40,6 +40,8 @@ from .jobs_state import (
     DeviceJob,
     Job,
 )
+from .query import Condition
+from .slices import Slices
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,10 @@ _ERROR_NAMES = {404001: "DeviceNotFound", 404103: "DeviceNotOnline", 504101: "Ga
 
 
 class JobTarget(Protocol):
-    """What the scheduler needs from the hub: twins to select from, and two ways to act on a device."""
+    """What the scheduler needs from the hub: devices to select, and two ways to act on a device."""
 
-    def twin_documents(self) -> Iterable[dict]:
-        """Current twin JSON of every device (as GET /twins/{id} returns it)."""
+    async def select_devices(self, condition: Condition) -> list[str]:
+        """The ids of the devices whose twin matches `condition`, in registration order."""
 
     async def invoke_method(
         self, device_id: str, method_name: str, payload: Any, response_timeout: int, connect_timeout: int
@@ -64,7 +66,9 @@ class JobTarget(Protocol):
         """Apply {"tags": .., "properties": {"desired": ..}} to one twin (raise as above on failure)."""
 
 
-Clock = Callable[[], float]
+#: Changed device rows handed to `persist` at most per snapshot while a job runs.
+SAVE_CHUNK = 1000
+
 Sleep = Callable[[float], Awaitable[Any]]
 Persist = Callable[[dict], None]
 
@@ -96,7 +100,7 @@ class JobScheduler:
     def __init__(
         self,
         target: JobTarget,
-        clock: Clock = time.time,
+        clock: Clock = system_clock,
         *,
         sleep: Sleep = asyncio.sleep,
         persist: Persist | None = None,
@@ -104,9 +108,10 @@ class JobScheduler:
         poll_interval: float = 1.0,
         persist_batch_seconds: float | None = None,
     ) -> None:
-        """`persist_batch_seconds`: None hands every change to `persist` at once. A number hands
-        per-device progress over at most that often (job creation, start and end still at once):
-        a snapshot holds every device's row, so a 10,000-device job cannot afford one per change."""
+        """`persist` receives `Job.changes()`: the job and the device rows changed since its last call
+        (the store merges rows by deviceId). `persist_batch_seconds`: None hands every change over at
+        once; a number hands per-device progress over at most that often, or when SAVE_CHUNK rows are
+        waiting (job creation, start and end still at once)."""
         if max_concurrent_methods < 1:
             raise ValueError("max_concurrent_methods must be at least 1")
         self._target = target
@@ -117,6 +122,7 @@ class JobScheduler:
         self._unsaved: set[str] = set()  # jobs with device progress not yet handed to persist
         self._flush_timer: asyncio.TimerHandle | None = None
         self._poll_interval = poll_interval
+        self._max_concurrent_methods = max_concurrent_methods
         self._method_slots = asyncio.Semaphore(max_concurrent_methods)
         self._jobs: dict[str, Job] = {}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -162,7 +168,13 @@ class JobScheduler:
 
     def device_job_documents(self) -> list[dict]:
         """Every per-device record of every job: the collection `FROM devices.jobs` queries."""
-        return [device.to_json() for job in self._jobs.values() for device in job.devices.values()]
+        return list(self.iter_device_job_documents())
+
+    def iter_device_job_documents(self) -> Iterator[dict]:
+        """The same records one at a time (a query over them can pause between records)."""
+        for job in list(self._jobs.values()):
+            for device in list(job.devices.values()):
+                yield device.to_json()
 
     def restore(self, snapshots: Iterable[dict]) -> None:
         """Bring back jobs saved through the persistence hook (call before run())."""
@@ -262,35 +274,71 @@ class JobScheduler:
 
     def _start(self, job: Job, now: float) -> None:
         job.status, job.started_at = RUNNING, now
-        condition = job.spec.condition
-        try:
-            twins = list(self._target.twin_documents())
-        except Exception as error:  # the job cannot run, but the scheduler must keep going
-            log.exception("job %s could not read the device twins", job.job_id)
-            job.failure_reason = f"Could not select the job's devices: {error}"
-            self._end(job, FAILED, now)
-            return
-        for twin in twins:
-            device_id = twin.get("deviceId")
-            if isinstance(device_id, str) and device_id not in job.devices and condition.matches(twin):
-                job.devices[device_id] = DeviceJob(
-                    device_id, job.job_id, job.spec.type, created=now, start=now, last_updated=now
-                )
-        self._save(job)
-        task = asyncio.ensure_future(self._execute(job))
+        task = asyncio.ensure_future(self._run(job))
         self._tasks[job.job_id] = task
         task.add_done_callback(lambda _task, job_id=job.job_id: self._tasks.pop(job_id, None))
 
+    async def _run(self, job: Job) -> None:
+        if await self._select_devices(job):
+            await self._execute(job)
+
+    async def _select_devices(self, job: Job) -> bool:
+        """Fill in the job's devices (the query yields while it scans); False if the job cannot run."""
+        try:
+            device_ids = await self._target.select_devices(job.spec.condition)
+        except Exception as error:  # the job cannot run, but the scheduler must keep going
+            log.exception("job %s could not select its devices", job.job_id)
+            job.failure_reason = f"Could not select the job's devices: {error}"
+            self._end(job, FAILED, self._clock())
+            return False
+        if job.finished:  # cancelled or expired while the devices were being selected
+            return False
+        start = job.started_at if job.started_at is not None else self._clock()
+        slices = Slices()
+        for device_id in device_ids:
+            if device_id not in job.devices:
+                job.add_device(DeviceJob(device_id, job.job_id, job.spec.type, created=start, start=start,
+                                         last_updated=start))
+                if len(job.unsaved) >= SAVE_CHUNK:
+                    self._save(job)
+            await slices.pause_if_due()
+        self._save(job)
+        return True
+
     async def _execute(self, job: Job) -> None:
         if job.spec.type == METHOD_JOB:
-            await asyncio.gather(*(self._invoke(job, device) for device in job.devices.values()))
+            await self._invoke_all(job)
         else:
             patch = twin_patch(job.spec.update_twin or {})
-            for device in job.devices.values():
+            slices = Slices()
+            for device in list(job.devices.values()):
                 self._update_twin(job, device, patch)
-                await asyncio.sleep(0)  # let cancel() and deadlines interleave with big fleets
+                await slices.pause_if_due()  # let cancel() and deadlines interleave with big fleets
         if not job.finished:
             self._end(job, COMPLETED, self._clock())
+
+    async def _invoke_all(self, job: Job) -> None:
+        """At most max_concurrent_methods calls in flight, started by this one task: its slices bound
+        how long the loop runs job work at a stretch (calls that fail at once never suspend), and a
+        10,000-device job holds a handful of tasks, not one per device."""
+        slices = Slices()
+        in_flight: set[asyncio.Future[None]] = set()
+        try:
+            for device in list(job.devices.values()):
+                while len(in_flight) >= self._max_concurrent_methods:
+                    _, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                if job.finished:
+                    break
+                if not device.finished:
+                    in_flight.add(asyncio.ensure_future(self._invoke(job, device)))
+                await slices.pause_if_due()
+            if in_flight:
+                await asyncio.gather(*in_flight)
+        except asyncio.CancelledError:  # cancel() or the time limit: calls in flight must not reach devices
+            for call in in_flight:
+                call.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            raise
 
     async def _invoke(self, job: Job, device: DeviceJob) -> None:
         method = job.spec.cloud_to_device_method or {}
@@ -326,13 +374,13 @@ class JobScheduler:
         self._finish_device(job, device, COMPLETED, outcome={"deviceMethodResponse": None})
 
     def _mark_running(self, job: Job, device: DeviceJob) -> None:
-        device.status, device.last_updated = RUNNING, self._clock()
+        job.device_running(device, self._clock())
         self._save_progress(job)
 
     def _finish_device(self, job: Job, device: DeviceJob, status: str, **result: Any) -> None:
         if device.finished or job.finished:
             return  # a late answer after cancel or expiry changes nothing
-        device.finish(status, self._clock(), **result)
+        job.finish_device(device, status, self._clock(), **result)
         self._save_progress(job)
 
     def _expire(self, job: Job, now: float) -> None:
@@ -354,8 +402,8 @@ class JobScheduler:
 
     def _save_progress(self, job: Job) -> None:
         """Per-device progress: saved now, or with the next batch (see persist_batch_seconds)."""
-        if self._persist_batch_seconds is None or self._persist_hook is None:
-            self._save(job)
+        if self._persist_batch_seconds is None or self._persist_hook is None or len(job.unsaved) >= SAVE_CHUNK:
+            self._save(job)  # (a full chunk now: one save never writes a whole big fleet's rows)
             return
         self._unsaved.add(job.job_id)
         if self._flush_timer is None:
@@ -372,9 +420,10 @@ class JobScheduler:
     def _save(self, job: Job) -> None:
         self._unsaved.discard(job.job_id)
         if self._persist_hook is None:
+            job.unsaved.clear()
             return
         try:
-            self._persist_hook(job.snapshot())
+            self._persist_hook(job.changes())
         except Exception:  # storage trouble must not stop devices being served
             log.exception("could not persist job %s", job.job_id)
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
+from hubsettings import limits
+
+from .clock import iso_timestamp, parse_timestamp
 from .errors import HubError
 from .jobs_errors import JobArgumentInvalid, JobArgumentNull
 from .query import Condition, QuerySyntaxError, parse_condition
@@ -25,9 +27,9 @@ METHOD_JOB = "scheduleDeviceMethod"
 TWIN_JOB = "scheduleUpdateTwin"
 JOB_TYPES = (METHOD_JOB, TWIN_JOB)
 
-MAX_PAYLOAD_BYTES = 128 * 1024
-DEFAULT_RESPONSE_TIMEOUT = 30
-DEFAULT_CONNECT_TIMEOUT = 0
+MAX_PAYLOAD_BYTES = limits.METHOD_PAYLOAD_MAX_BYTES
+DEFAULT_RESPONSE_TIMEOUT = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT
+DEFAULT_CONNECT_TIMEOUT = limits.METHOD_CONNECT_TIMEOUT_DEFAULT
 #: What the emulator assumes when a request gives no maxExecutionTimeInSeconds.
 DEFAULT_MAX_EXECUTION_SECONDS = 3600
 
@@ -116,21 +118,9 @@ def _condition(text: str) -> Condition:
         raise JobArgumentInvalid(f"queryCondition is invalid: {error}") from None
 
 
-def parse_utc(text: str) -> float:
-    """ISO 8601 -> epoch seconds; a time without a zone is UTC (the SDK may send one)."""
-    cleaned = text.strip()
-    # Python 3.11 takes at most 6 fractional digits in some layouts; .NET writes 7.
-    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", cleaned)
-    moment = datetime.fromisoformat(cleaned.replace("z", "Z"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-def format_utc(epoch_seconds: float) -> str:
-    """Epoch seconds -> ISO 8601 UTC with a Z, as IoT Hub writes times."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+#: Kept under these names for the job modules; the one implementation is in clock.py.
+parse_utc = parse_timestamp
+format_utc = iso_timestamp
 
 
 def _start_time(value: Any, now: float) -> float:
@@ -178,10 +168,10 @@ def _method(method: Any) -> dict:
         "methodName": name,
         "payload": payload,
         "responseTimeoutInSeconds": _timeout(
-            method, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT, 5, 300
+            method, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT, *limits.METHOD_RESPONSE_TIMEOUT_RANGE
         ),
         "connectTimeoutInSeconds": _timeout(
-            method, "connectTimeoutInSeconds", DEFAULT_CONNECT_TIMEOUT, 0, 300
+            method, "connectTimeoutInSeconds", DEFAULT_CONNECT_TIMEOUT, *limits.METHOD_CONNECT_TIMEOUT_RANGE
         ),
     }
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .jobs_request import METHOD_JOB, JobSpec, format_utc, parse_job_request, parse_utc
+from .clock import iso_timestamp as format_utc
+from .clock import parse_timestamp as parse_utc
+from .jobs_request import METHOD_JOB, JobSpec, parse_job_request
 
 # Job statuses (JobResponse.status) as IoT Hub spells them.
 QUEUED, SCHEDULED, RUNNING = "queued", "scheduled", "running"
@@ -89,6 +91,8 @@ class Job:
     failure_reason: str | None = None
     status_message: str | None = None
     devices: dict[str, DeviceJob] = field(default_factory=dict)
+    #: Devices whose row changed since the last snapshot (what `changes()` hands over next).
+    unsaved: dict[str, None] = field(default_factory=dict)
 
     @property
     def job_id(self) -> str:
@@ -115,10 +119,22 @@ class Job:
             "pendingCount": counts[PENDING],
         }
 
+    def add_device(self, device: DeviceJob) -> None:
+        self.devices[device.device_id] = device
+        self.unsaved[device.device_id] = None
+
+    def device_running(self, device: DeviceJob, now: float) -> None:
+        # Not worth a saved row: after a restart a running device ends as a pending one does.
+        device.status, device.last_updated = RUNNING, now
+
+    def finish_device(self, device: DeviceJob, status: str, now: float, **result: Any) -> None:
+        device.finish(status, now, **result)
+        self.unsaved[device.device_id] = None
+
     def end_unfinished_devices(self, status: str, now: float, error: dict | None = None) -> None:
         for device in self.devices.values():
             if not device.finished:
-                device.finish(status, now, error=error)
+                self.finish_device(device, status, now, error=error)
 
     def to_json(self) -> dict:
         """The JobResponse body (GET /jobs/v2/{id})."""
@@ -152,6 +168,13 @@ class Job:
             "devices": [device.to_json() for device in self.devices.values()],
         }
 
+    def changes(self) -> dict:
+        """A snapshot whose `devices` holds only the rows changed since the last `changes()`: a store
+        keeps the job and merges the rows by deviceId (a 10,000-device job is not rewritten per change)."""
+        rows = [self.devices[device_id].to_json() for device_id in self.unsaved if device_id in self.devices]
+        self.unsaved.clear()
+        return {"job": self.to_json(), "startedAt": self.started_at, "devices": rows}
+
     @classmethod
     def from_snapshot(cls, snapshot: dict) -> Job:
         body = snapshot["job"]
@@ -168,4 +191,4 @@ class Job:
         for row in snapshot.get("devices", ()):
             device = DeviceJob.from_json(row)
             job.devices[device.device_id] = device
-        return job
+        return job  # what it was built from is saved already: nothing unsaved

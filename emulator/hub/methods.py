@@ -15,13 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hubsettings import limits
+
 from .clock import Clock
 from .errors import ArgumentInvalid, DeviceNotOnline, GatewayTimeout, HubError, MessageTooLarge
 
-MAX_PAYLOAD_BYTES = 128 * 1024
-RESPONSE_TIMEOUT_RANGE = (5, 300)
-CONNECT_TIMEOUT_RANGE = (0, 300)
-DEFAULT_RESPONSE_TIMEOUT = 30
+MAX_PAYLOAD_BYTES = limits.METHOD_PAYLOAD_MAX_BYTES
+RESPONSE_TIMEOUT_RANGE = limits.METHOD_RESPONSE_TIMEOUT_RANGE
+CONNECT_TIMEOUT_RANGE = limits.METHOD_CONNECT_TIMEOUT_RANGE
+DEFAULT_RESPONSE_TIMEOUT = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT
 #: The deadline heap is rebuilt from the calls in flight once stale entries (answered, cancelled or
 #: dispatched calls) outnumber them by this factor (plus a little slack), so it stays O(calls in flight).
 DEADLINE_HEAP_SLACK = 64

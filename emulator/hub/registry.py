@@ -10,7 +10,7 @@ import binascii
 import re
 import secrets
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .clock import NEVER, Clock, iso_timestamp
@@ -113,12 +113,17 @@ class Device:
         }
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a scalar: a flat copy does what dataclasses.asdict does at a tenth of the cost
+        # (a device is saved on every connect and disconnect).
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Device:
         known = {name for name in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in record.items() if k in known})
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(Device))
 
 
 class Registry:
@@ -152,18 +157,26 @@ class Registry:
 
     def create(self, device_id: str, *, primary_key: str | None = None, secondary_key: str | None = None,
                status: Status = "enabled", status_reason: str | None = None) -> Device:
+        device = self.new_device(device_id, primary_key=primary_key, secondary_key=secondary_key, status=status,
+                                 status_reason=status_reason)
+        self._devices[device_id] = device
+        return device
+
+    def new_device(self, device_id: str, *, primary_key: str | None = None, secondary_key: str | None = None,
+                   status: Status = "enabled", status_reason: str | None = None) -> Device:
+        """A validated device that is not registered yet (`load()` registers it)."""
         validate_device_id(device_id)
         if device_id in self._devices:
             raise DeviceAlreadyExists(f"A device with ID '{device_id}' is already registered")
         _check_status(status)
+        if status_reason is not None and not isinstance(status_reason, str):
+            raise ArgumentInvalid("statusReason must be a string")
         now = iso_timestamp(self._clock())
-        device = Device(
+        return Device(
             device_id=device_id,
             primary_key=_check_key(primary_key, "primary") if primary_key else new_symmetric_key(),
             secondary_key=_check_key(secondary_key, "secondary") if secondary_key else new_symmetric_key(),
             status=status, status_reason=status_reason, status_updated_time=now)
-        self._devices[device_id] = device
-        return device
 
     def update(self, device_id: str, *, if_match: str | None = None, status: Status | None = None,
                status_reason: str | None = None, primary_key: str | None = None,

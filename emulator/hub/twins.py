@@ -13,13 +13,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hubsettings import limits
+
 from .clock import iso_timestamp
 from .errors import ArgumentInvalid, MessageTooLarge
 from .registry import Device, check_if_match
 
-MAX_SECTION_BYTES = 32 * 1024  # desired and reported, each
-MAX_TAGS_BYTES = 8 * 1024
-MAX_DEPTH = 10
+MAX_SECTION_BYTES = limits.TWIN_SECTION_MAX_BYTES  # desired and reported, each
+MAX_TAGS_BYTES = limits.TWIN_TAGS_MAX_BYTES
+MAX_DEPTH = limits.TWIN_MAX_DEPTH
 _IGNORED_TOP_KEYS = ("$version", "$metadata")  # sent back by clients that patch a twin they read
 _FORBIDDEN_KEY_CHARS = (".", " ", "$")
 
@@ -85,6 +87,15 @@ def diff_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars), several times faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()} if value else {}
+    if isinstance(value, list):
+        return [json_copy(item) for item in value]
+    return value
+
+
 def _size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
@@ -117,11 +128,11 @@ class TwinSection:
 
     def for_device(self) -> dict[str, Any]:
         """What the device sees in a twin GET: the properties and $version, no metadata."""
-        return {**copy.deepcopy(self.properties), "$version": self.version}
+        return {**json_copy(self.properties), "$version": self.version}
 
     def for_service(self, now: float) -> dict[str, Any]:
-        metadata = copy.deepcopy(self.metadata) or {"$lastUpdated": iso_timestamp(now)}
-        return {**copy.deepcopy(self.properties), "$metadata": metadata, "$version": self.version}
+        metadata = json_copy(self.metadata) or {"$lastUpdated": iso_timestamp(now)}
+        return {**json_copy(self.properties), "$metadata": metadata, "$version": self.version}
 
     def to_record(self) -> dict[str, Any]:
         return {"properties": self.properties, "metadata": self.metadata, "version": self.version}
@@ -234,7 +245,20 @@ def twin_document(device: Device, twin: Twin, now: float) -> dict[str, Any]:
         "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
         "modelId": device.model_id,
         "version": twin.version,
-        "tags": copy.deepcopy(twin.tags),
+        "tags": json_copy(twin.tags),
         "properties": {"desired": twin.desired.for_service(now), "reported": twin.reported.for_service(now)},
         "capabilities": {"iotEdge": False},
     }
+
+
+# What every device's document holds alike: one read-only instance shared by all query documents.
+_SHARED_PARTS = {"x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
+                 "capabilities": {"iotEdge": False}}
+
+
+def shared_twin_document(device: Device, twin: Twin, now: float) -> dict[str, Any]:
+    """`twin_document` for read-only use (queries): the parts every device has alike are one shared
+    instance (saves ~0.5 KiB per device at 100,000 devices). Never change what this returns."""
+    document = twin_document(device, twin, now)
+    document.update(_SHARED_PARTS)
+    return document

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..hub.errors import ArgumentInvalid, DeviceAlreadyExists
+from ..hub.errors import ArgumentInvalid
 from .bodies import json_ok, quoted_etag, read_json_object
 from .context import hub_of
 
@@ -68,12 +68,9 @@ async def put_device(request: web.Request) -> web.Response:
     hub = hub_of(request)
     if_match = request.headers.get("If-Match")
     if if_match is None:
-        if device_id in hub.registry:
-            raise DeviceAlreadyExists(f"A device with ID '{device_id}' is already registered")
         device = hub.create_device(device_id, primary_key=fields["primary_key"],
-                                   secondary_key=fields["secondary_key"], status=fields["status"] or "enabled")
-        if fields["status_reason"] is not None:
-            device = hub.update_device(device_id, status_reason=fields["status_reason"])
+                                   secondary_key=fields["secondary_key"], status=fields["status"] or "enabled",
+                                   status_reason=fields["status_reason"])
     else:
         device = hub.update_device(device_id, if_match=if_match, **fields)
     return json_ok(device.to_json(), headers={"ETag": quoted_etag(device.etag)})

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from ..hub.errors import ArgumentInvalid
 from ..hub.jobs import JobScheduler
-from ..hub.query import DEVICE_JOBS, QuerySyntaxError, execute, parse_query
+from ..hub.query import QuerySyntaxError, parse_query
 from .bodies import json_ok, read_json_object
 from .context import HUB, QUERY_PAGES, SCHEDULER
 from .errors import QueryInvalid
@@ -16,6 +16,14 @@ from .paging import parse_page_size
 ITEM_TYPE = "x-ms-item-type"
 CONTINUATION = "x-ms-continuation"
 MAX_ITEM_COUNT = "x-ms-max-item-count"
+
+
+class _NotKept(Exception):
+    """The rows of this query are not kept: it must run (asynchronously, so not inside paging)."""
+
+
+def _not_kept() -> list[dict]:
+    raise _NotKept
 
 
 async def query_devices(request: web.Request) -> web.Response:
@@ -28,17 +36,14 @@ async def query_devices(request: web.Request) -> web.Response:
     except QuerySyntaxError as error:
         raise QueryInvalid(str(error)) from None
     page_size = parse_page_size(request.headers.get(MAX_ITEM_COUNT))
-    app = request.app
-
-    def run() -> list[dict]:
-        if query.source == DEVICE_JOBS:
-            scheduler = app[SCHEDULER]
-            documents = scheduler.device_job_documents() if isinstance(scheduler, JobScheduler) else []
-        else:
-            documents = app[HUB].twin_documents()
-        return execute(query, documents)
-
-    page = app[QUERY_PAGES].page(text, run, page_size, request.headers.get(CONTINUATION))
+    continuation = request.headers.get(CONTINUATION)
+    pages = request.app[QUERY_PAGES]
+    try:  # the next page of rows kept from an earlier request: the query need not run again
+        page = pages.page(text, _not_kept, page_size, continuation)
+    except _NotKept:
+        scheduler = request.app[SCHEDULER]  # the hub's own, unless the app was given another
+        rows = await request.app[HUB].query(query, scheduler if isinstance(scheduler, JobScheduler) else None)
+        page = pages.page(text, lambda: rows, page_size, continuation)
     headers = {ITEM_TYPE: query.item_type}
     if page.continuation:
         headers[CONTINUATION] = page.continuation

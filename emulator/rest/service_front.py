@@ -1,5 +1,5 @@
-"""The service side of the emulator as one unit: job scheduler + HTTPS REST front (+ MQTT over
-WebSockets), started and stopped together on the emulator's event loop.
+"""The service side of the emulator as one unit: the HTTPS REST front (+ MQTT over WebSockets) and the
+hub's job scheduler, started and stopped together on the emulator's event loop.
 
 EmulatorServer only has to do:
 
@@ -14,30 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import time
 
 from ..hub import Hub
-from ..hub.clock import Clock
-from ..hub.job_target import HubJobTarget
-from ..hub.jobs import JobScheduler
 from ..mqtt.device_front import DeviceFront
 from .app import create_app
 from .listener import RestServer
 from .throttle import Throttle
 
-PERSIST_BATCH_SECONDS = 0.5
-
 
 class ServiceFront:
     def __init__(self, hub: Hub, device_front: DeviceFront | None, ssl_context: ssl.SSLContext | None, *,
-                 clock: Clock = time.time, limits: Throttle | None = None):
+                 limits: Throttle | None = None):
         self.hub = hub
         self.limits = limits
-        # Jobs survive restarts through the hub's store; one interrupted mid-run ends `failed`.
-        # Per-device progress is saved in batches: a snapshot per device change is O(fleet) each.
-        self.scheduler = JobScheduler(HubJobTarget(hub), clock, persist=hub.save_job,
-                                      persist_batch_seconds=PERSIST_BATCH_SECONDS)
-        self.scheduler.restore(hub.saved_jobs())
+        self.scheduler = hub.jobs  # built and restored by the hub; this front runs it while it listens
         self._app = create_app(hub, self.scheduler, device_front=device_front, limits=limits)
         self._ssl_context = ssl_context
         self._rest: RestServer | None = None

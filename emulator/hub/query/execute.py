@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 from .nodes import UNDEFINED, Condition, Expression, Path
@@ -57,20 +55,54 @@ class Query:
         return "twin" if self.source == DEVICES else "deviceJob"
 
 
+class Rows:
+    """The rows of `query` built one matching document at a time (so a caller can pause between
+    documents). Rows share values with the documents: treat both as read-only."""
+
+    def __init__(self, query: Query):
+        self._query = query
+        self._rows: list[dict] = []
+        self._count = 0
+        self._groups: dict[str, tuple[dict, int]] = {}  # key -> (first document, count); first-seen order
+
+    @property
+    def full(self) -> bool:
+        """TOP n rows are in: later documents change nothing."""
+        query = self._query
+        return query.top is not None and not query.is_aggregate and len(self._rows) >= query.top
+
+    def add(self, document: dict) -> None:
+        """One document that matches the query's condition."""
+        query = self._query
+        if query.group_by:
+            key = _group_key(query.group_by, document)
+            first, count = self._groups.get(key, (document, 0))
+            self._groups[key] = (first, count + 1)
+        elif query.is_aggregate:
+            self._count += 1
+        elif not self.full:
+            self._rows.append(document if query.projections is None else _projected(query.projections, document))
+
+    def result(self) -> list[dict]:
+        query = self._query
+        if query.group_by:
+            rows = [_group_row(query, first, count) for first, count in self._groups.values()]
+        elif query.is_aggregate:
+            rows = [_counted(query, self._count)]
+        else:
+            rows = self._rows
+        return rows if query.top is None else rows[:query.top]
+
+
 def execute(query: Query, documents: Iterable[dict]) -> list[dict]:
-    """Run `query` over `documents`; results are fresh copies the caller may change."""
-    matching: Iterator[dict] = (
-        d for d in documents if query.condition is None or query.condition.matches(d)
-    )
-    if query.group_by:
-        rows: Iterator[dict] = iter(_grouped(query, matching))
-    elif query.is_aggregate:
-        rows = iter([_counted(query, sum(1 for _ in matching))])
-    elif query.projections is None:
-        rows = (copy.deepcopy(d) for d in matching)
-    else:
-        rows = (_projected(query.projections, d) for d in matching)
-    return list(rows if query.top is None else islice(rows, query.top))
+    """Run `query` over `documents`; rows share values with the documents (read-only)."""
+    rows = Rows(query)
+    for document in documents:
+        if query.condition is None or query.condition.matches(document):
+            rows.add(document)
+            if rows.full:
+                break
+    return rows.result()
 
 
 def _projected(projections: tuple[Projection, ...], document: dict) -> dict:
@@ -78,7 +110,7 @@ def _projected(projections: tuple[Projection, ...], document: dict) -> dict:
     for projection in projections:
         key, value = projection.output(document)
         if value is not UNDEFINED:  # IoT Hub leaves missing fields out of the row
-            row[key] = copy.deepcopy(value)
+            row[key] = value
     return row
 
 
@@ -94,21 +126,13 @@ def _group_key(paths: tuple[Path, ...], document: dict) -> str:
     )
 
 
-def _grouped(query: Query, documents: Iterable[dict]) -> list[dict]:
-    groups: dict[str, tuple[dict, int]] = {}  # key -> (first document, count); keeps first-seen order
-    for document in documents:
-        key = _group_key(query.group_by, document)
-        first, count = groups.get(key, (document, 0))
-        groups[key] = (first, count + 1)
-    rows = []
-    for first, count in groups.values():
-        row: dict = {}
-        for projection in query.projections or ():
-            if projection.is_count:
-                row[projection.alias or f"${projection.position}"] = count
-                continue
-            key, value = projection.output(first)
-            if value is not UNDEFINED:
-                row[key] = copy.deepcopy(value)
-        rows.append(row)
-    return rows
+def _group_row(query: Query, first: dict, count: int) -> dict:
+    row: dict = {}
+    for projection in query.projections or ():
+        if projection.is_count:
+            row[projection.alias or f"${projection.position}"] = count
+            continue
+        key, value = projection.output(first)
+        if value is not UNDEFINED:
+            row[key] = value
+    return row

@@ -1,8 +1,8 @@
 """Test doubles for the hub model's seams."""
 
 
-class RecordingLink:
-    """Stands in for the MQTT front: records what the hub pushes to devices."""
+class RecordingConnections:
+    """Stands in for the MQTT front (hub.DeviceConnections): records what the hub pushes to devices."""
 
     def __init__(self):
         self.desired = []
@@ -25,3 +25,6 @@ class RecordingLink:
 
     def forget_device(self, device_id):
         self.forgotten.append(device_id)
+
+
+RecordingLink = RecordingConnections  # the old name, until every test is renamed

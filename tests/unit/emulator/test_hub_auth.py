@@ -173,3 +173,25 @@ def test_dps_registrations_survive_a_restart(tmp_path, clock):
         assert second.get_device("dev-1").secondary_key == KEY
     finally:
         second.close()
+
+
+def test_an_operation_may_accept_any_of_several_rights(hub):
+    read_key = wellknown.POLICIES["registryRead"][0]
+    read_token = token("localhost", read_key, policy="registryRead")
+    assert hub.authenticate_service(read_token, ("ServiceConnect", "RegistryRead")) == "registryRead"
+    with pytest.raises(IotHubUnauthorizedAccess, match="lacks the ServiceConnect or RegistryWrite right"):
+        hub.authenticate_service(read_token, ("ServiceConnect", "RegistryWrite"))
+
+
+def test_a_remembered_token_is_still_checked_for_expiry_and_rights(hub, clock, monkeypatch):
+    owner = token("localhost", wellknown.POLICIES["iothubowner"][0], policy="iothubowner", ttl=60)
+    assert hub.authenticate_service(owner, "ServiceConnect") == "iothubowner"
+    from hubsettings.sas import SasToken
+    monkeypatch.setattr(SasToken, "signature_matches", lambda self, key: pytest.fail("verified twice"))
+    assert hub.authenticate_service(owner, "RegistryWrite") == "iothubowner"  # remembered: no HMAC
+    hub.policies["iothubowner"] = (hub.policies["iothubowner"][0], ("RegistryRead",))
+    with pytest.raises(IotHubUnauthorizedAccess, match="lacks"):
+        hub.authenticate_service(owner, "ServiceConnect")
+    clock.advance(61)
+    with pytest.raises(IotHubUnauthorizedAccess, match="expired"):
+        hub.authenticate_service(owner, "RegistryRead")

@@ -6,7 +6,7 @@ import pytest
 
 from emulator.hub import (ArgumentInvalid, DeviceNotFound, DeviceNotOnline, FakeClock, GatewayTimeout, Hub,
                           MessageTooLarge)
-from tests.unit.emulator.hub_fakes import RecordingLink
+from tests.unit.emulator.hub_fakes import RecordingConnections
 
 
 @pytest.fixture
@@ -15,14 +15,14 @@ def clock():
 
 
 @pytest.fixture
-def link():
-    return RecordingLink()
+def connections():
+    return RecordingConnections()
 
 
 @pytest.fixture
-def hub(clock, link):
+def hub(clock, connections):
     hub = Hub(clock=clock)
-    hub.attach_link(link)
+    hub.attach_connections(connections)
     hub.create_device("d1")
     return hub
 
@@ -38,10 +38,10 @@ def test_unknown_device_is_404001(hub):
         hub.start_method("ghost", "reboot")
 
 
-def test_online_call_is_dispatched_and_completed_by_its_rid(hub, link):
+def test_online_call_is_dispatched_and_completed_by_its_rid(hub, connections):
     hub.device_connected("d1")
     call = hub.start_method("d1", "reboot", {"delay": 1})
-    assert link.methods == [("d1", call)]
+    assert connections.methods == [("d1", call)]
     assert call.request_body() == b'{"delay": 1}'
     assert not hub.method_response("d1", "some-other-rid", 200, b"{}")
     assert not hub.method_response("d2", call.rid, 200, b"{}")  # another device cannot answer it
@@ -60,12 +60,12 @@ def test_response_timeout_is_504101(hub, clock):
     assert isinstance(call.error, GatewayTimeout) and call.error.error_code == 504101
 
 
-def test_connect_timeout_waits_for_the_device_then_dispatches(hub, clock, link):
+def test_connect_timeout_waits_for_the_device_then_dispatches(hub, clock, connections):
     call = hub.start_method("d1", "reboot", connect_timeout=10, response_timeout=5)
     clock.advance(9)
-    assert hub.expire_due() == [] and link.methods == []
+    assert hub.expire_due() == [] and connections.methods == []
     hub.device_connected("d1")
-    assert link.methods == [("d1", call)]
+    assert connections.methods == [("d1", call)]
     clock.advance(4)  # the response timeout starts when the request is sent
     assert hub.expire_due() == []
     clock.advance(2)
@@ -107,22 +107,22 @@ def test_deleting_the_device_fails_its_calls(hub):
     assert isinstance(call.error, DeviceNotFound)
 
 
-async def test_invoke_method_awaits_the_device_response(hub, link):
+async def test_invoke_method_awaits_the_device_response(hub, connections):
     hub.device_connected("d1")
     task = asyncio.ensure_future(hub.invoke_method("d1", "ping", None))
-    while not link.methods:
+    while not connections.methods:
         await asyncio.sleep(0)
-    _, call = link.methods[0]
+    _, call = connections.methods[0]
     assert call.request_body() == b""
     hub.method_response("d1", call.rid, 200, b"null")
     result = await asyncio.wait_for(task, 10)
     assert result.to_json() == {"status": 200, "payload": None}
 
 
-async def test_invoke_method_raises_the_timeout_error(hub, clock, link):
+async def test_invoke_method_raises_the_timeout_error(hub, clock, connections):
     hub.device_connected("d1")
     task = asyncio.ensure_future(hub.invoke_method("d1", "ping", response_timeout=5))
-    while not link.methods:
+    while not connections.methods:
         await asyncio.sleep(0)
     clock.advance(6)
     hub.expire_due()
@@ -130,21 +130,21 @@ async def test_invoke_method_raises_the_timeout_error(hub, clock, link):
         await asyncio.wait_for(task, 10)
 
 
-async def test_job_target_adapter_runs_methods_and_twin_updates(hub, link):
+async def test_job_target_adapter_runs_methods_and_twin_updates(hub, connections):
     from emulator.hub.job_target import HubJobTarget
     target = HubJobTarget(hub)
     hub.device_connected("d1")
     task = asyncio.ensure_future(target.invoke_method("d1", "reboot", {"a": 1}, 30, 0))
-    while not link.methods:
+    while not connections.methods:
         await asyncio.sleep(0)
-    hub.method_response("d1", link.methods[0][1].rid, 200, b'"ok"')
+    hub.method_response("d1", connections.methods[0][1].rid, 200, b'"ok"')
     assert await asyncio.wait_for(task, 10) == (200, "ok")
     target.update_twin("d1", {"etag": "*", "tags": {"t": 1}, "properties": {"desired": {"x": 1}}})
-    assert [d["tags"] for d in target.twin_documents()] == [{"t": 1}]
-    assert link.desired[-1] == ("d1", {"x": 1, "$version": 2})
+    assert [d["tags"] for d in hub.twin_documents()] == [{"t": 1}]
+    assert connections.desired[-1] == ("d1", {"x": 1, "$version": 2})
 
 
-async def test_cancelled_invoke_forgets_the_call_so_the_device_never_gets_it(hub, link):
+async def test_cancelled_invoke_forgets_the_call_so_the_device_never_gets_it(hub, connections):
     # A job's cancel or time limit cancels invoke_method: the call waiting for its device must go too.
     task = asyncio.ensure_future(hub.invoke_method("d1", "lockDoor", {}, response_timeout=30, connect_timeout=60))
     while len(hub.methods) == 0:
@@ -154,19 +154,19 @@ async def test_cancelled_invoke_forgets_the_call_so_the_device_never_gets_it(hub
         await asyncio.wait_for(task, 10)
     assert len(hub.methods) == 0
     hub.device_connected("d1")  # the device comes online later
-    assert link.methods == []
+    assert connections.methods == []
 
 
-async def test_cancelled_invoke_of_a_dispatched_call_ignores_the_late_answer(hub, link):
+async def test_cancelled_invoke_of_a_dispatched_call_ignores_the_late_answer(hub, connections):
     hub.device_connected("d1")
     task = asyncio.ensure_future(hub.invoke_method("d1", "slow", None))
-    while not link.methods:
+    while not connections.methods:
         await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)
     assert len(hub.methods) == 0
-    assert not hub.method_response("d1", link.methods[0][1].rid, 200, b"{}")
+    assert not hub.method_response("d1", connections.methods[0][1].rid, 200, b"{}")
 
 
 # ---- deadlines: each pass touches only the calls that are due (heap with lazy deletion) -------------
@@ -218,7 +218,7 @@ def test_calls_that_ended_before_their_deadline_never_fire(hub, clock):
     assert answered.result.status == 200 and isinstance(deleted.error, DeviceNotFound)
 
 
-def test_a_dispatched_call_is_not_failed_at_its_old_connect_deadline(hub, clock, link):
+def test_a_dispatched_call_is_not_failed_at_its_old_connect_deadline(hub, clock, connections):
     call = hub.start_method("d1", "reboot", connect_timeout=10, response_timeout=30)
     clock.advance(1)
     hub.device_connected("d1")  # dispatched: the response deadline (t=31) replaces the connect one (t=10)

@@ -114,3 +114,42 @@ def test_refused_device_update_changes_nothing(hub, fields):
     with pytest.raises(ArgumentInvalid):
         hub.update_device("d1", status_reason="maintenance", **fields)
     assert hub.get_device("d1").to_json() == before  # keys, reason and etag as they were
+
+
+def test_create_with_a_status_reason_is_one_write(hub):
+    device = hub.create_device("d1", status="disabled", status_reason="not yet installed")
+    assert (device.status, device.status_reason, device.etag_counter) == ("disabled", "not yet installed", 1)
+
+
+def test_bulk_create_registers_devices_with_their_tags(hub):
+    from emulator.hub import NewDevice
+    created = hub.create_devices([NewDevice("b1", primary_key=KEY, tags={"site": "a"}), NewDevice("b2")])
+    assert [d.device_id for d in created] == ["b1", "b2"]
+    assert hub.get_device("b1").primary_key == KEY
+    assert hub.get_twin("b1")["tags"] == {"site": "a"}
+    assert hub.get_twin("b2")["tags"] == {}
+    assert [d["deviceId"] for d in hub.twin_documents()] == ["b1", "b2"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"device_id": "b1"},  # twice in one request
+    {"device_id": "has space"},
+    {"device_id": "x1", "primary_key": "not base64!"},
+    {"device_id": "x1", "tags": {"a.b": 1}},
+    {"device_id": "existing"},
+])
+def test_bulk_create_is_all_or_nothing(hub, bad):
+    from emulator.hub import NewDevice
+    hub.create_device("existing")
+    with pytest.raises((ArgumentInvalid, DeviceAlreadyExists)):
+        hub.create_devices([NewDevice("b1"), NewDevice(**bad), NewDevice("b3")])
+    assert [d.device_id for d in hub.list_devices()] == ["existing"]
+
+
+def test_a_device_record_is_a_flat_copy_of_every_field(hub):
+    import dataclasses
+    device = hub.create_device("d1", status_reason="why")
+    record = device.to_record()
+    assert record == dataclasses.asdict(device)  # every field, and only scalars: nothing shared to change
+    record["status"] = "disabled"
+    assert device.status == "enabled"

@@ -3,7 +3,7 @@
 import pytest
 
 from emulator.hub import ArgumentInvalid, FakeClock, Hub, HubError, PreconditionFailed
-from tests.unit.emulator.hub_fakes import RecordingLink
+from tests.unit.emulator.hub_fakes import RecordingConnections
 
 
 @pytest.fixture
@@ -32,13 +32,13 @@ def test_reported_patch_merges_deletes_with_null_and_bumps_version(hub):
 
 
 def test_desired_patch_pushes_patch_with_version_to_online_device(hub):
-    link = RecordingLink()
-    hub.attach_link(link)
+    connections = RecordingConnections()
+    hub.attach_connections(connections)
     hub.patch_desired("d1", {"t": 1})  # offline: stored, not pushed
-    assert link.desired == []
+    assert connections.desired == []
     hub.device_connected("d1")
     hub.patch_desired("d1", {"t": None, "u": {"v": 2}})
-    assert link.desired == [("d1", {"t": None, "u": {"v": 2}, "$version": 3})]
+    assert connections.desired == [("d1", {"t": None, "u": {"v": 2}, "$version": 3})]
     assert hub.device_twin("d1")["desired"] == {"u": {"v": 2}, "$version": 3}
 
 
@@ -92,14 +92,14 @@ def test_echoed_version_and_metadata_are_ignored_but_other_dollar_keys_refused(h
 
 
 def test_replace_twin_keeps_reported_and_pushes_the_difference(hub):
-    link = RecordingLink()
-    hub.attach_link(link)
+    connections = RecordingConnections()
+    hub.attach_connections(connections)
     hub.device_connected("d1")
     hub.patch_desired("d1", {"keep": 1, "drop": 2})
     hub.report_properties("d1", {"r": 1})
-    link.desired.clear()
+    connections.desired.clear()
     hub.replace_twin("d1", {"tags": {"t": 1}, "properties": {"desired": {"keep": 1, "new": 3}}})
-    assert link.desired == [("d1", {"drop": None, "new": 3, "$version": 3})]
+    assert connections.desired == [("d1", {"drop": None, "new": 3, "$version": 3})]
     assert hub.device_twin("d1") == {"desired": {"keep": 1, "new": 3, "$version": 3},
                                     "reported": {"r": 1, "$version": 2}}
     assert hub.get_twin("d1")["tags"] == {"t": 1}
@@ -115,15 +115,15 @@ def test_twin_documents_list_every_device(hub):
 
 
 def test_disabling_or_deleting_an_online_device_disconnects_it(hub):
-    link = RecordingLink()
-    hub.attach_link(link)
+    connections = RecordingConnections()
+    hub.attach_connections(connections)
     hub.device_connected("d1")
     hub.update_device("d1", status="disabled")
-    assert link.disconnected == ["d1"] and not hub.is_online("d1")
+    assert connections.disconnected == ["d1"] and not hub.is_online("d1")
     hub.update_device("d1", status="enabled")
     hub.device_connected("d1")
     hub.delete_device("d1")
-    assert link.disconnected == ["d1", "d1"]
+    assert connections.disconnected == ["d1", "d1"]
 
 
 @pytest.mark.parametrize("patch", [
@@ -133,15 +133,15 @@ def test_disabling_or_deleting_an_online_device_disconnects_it(hub):
     {"tags": {"bad key": 1}, "properties": {"desired": {"ok": 1}}},  # invalid tag name
 ])
 def test_refused_twin_patch_changes_nothing(hub, patch):
-    link = RecordingLink()
-    hub.attach_link(link)
+    connections = RecordingConnections()
+    hub.attach_connections(connections)
     hub.device_connected("d1")
     before = hub.get_twin("d1")
     with pytest.raises(HubError) as info:
         hub.update_twin("d1", patch)
     assert info.value.http_status in (400, 413)
     assert hub.get_twin("d1") == before  # tags, desired, version and etag all as they were
-    assert link.desired == []
+    assert connections.desired == []
 
 
 def test_refused_twin_replace_changes_nothing(hub):

@@ -99,3 +99,58 @@ def test_a_data_directory_serves_one_emulator_at_a_time(tmp_path):
         SqliteStore.in_directory(tmp_path)
     first.close()
     SqliteStore.in_directory(tmp_path).close()
+
+
+def test_bulk_registration_is_saved_and_survives_a_restart(tmp_path):
+    from emulator.hub import NewDevice
+    hub = open_hub(tmp_path)
+    hub.create_devices([NewDevice(f"b{i}", primary_key=KEY, tags={"i": i}) for i in range(3)])
+    hub.close()
+    hub = open_hub(tmp_path)
+    assert [d.device_id for d in hub.list_devices()] == ["b0", "b1", "b2"]
+    assert hub.get_twin("b2")["tags"] == {"i": 2}
+    hub.close()
+
+
+def test_put_many_keeps_all_or_none(tmp_path):
+    store = SqliteStore.in_directory(tmp_path)
+    store.put_many("device", [("a", {"x": 1}), ("b", {"x": 2})])
+    with pytest.raises(TypeError):
+        store.put_many("device", [("c", {"x": 3}), ("d", {"x": object()})])  # not JSON: nothing kept
+    assert store.load("device") == [{"x": 1}, {"x": 2}]
+    store.close()
+
+
+async def test_job_rows_are_merged_by_device_and_restored_whole(tmp_path):
+    from emulator.hub.jobs_state import DeviceJob, Job
+    from emulator.hub.jobs_request import parse_job_request
+    spec = parse_job_request({"jobId": "j", "type": "scheduleUpdateTwin", "queryCondition": "tags.a = 1",
+                              "updateTwin": {"tags": {"b": 2}}}, now=0.0)
+    job = Job(spec=spec, created=0.0, status="running", started_at=0.0)
+    hub = open_hub(tmp_path)
+    for device_id in ("d1", "d2"):
+        job.add_device(DeviceJob(device_id, "j", spec.type, created=0.0, start=0.0))
+    hub.save_job(job.changes())
+    job.finish_device(job.devices["d2"], "completed", 5.0, outcome={"deviceMethodResponse": None})
+    changes = job.changes()
+    assert [row["deviceId"] for row in changes["devices"]] == ["d2"]
+    hub.save_job(changes)
+    hub.close()
+    hub = open_hub(tmp_path)
+    saved, = hub.saved_jobs()  # the reopened hub restored the job: interrupted mid-run, so it failed
+    assert {row["deviceId"]: row["status"] for row in saved["devices"]} == {"d1": "failed", "d2": "completed"}
+    assert hub.jobs.get("j")["deviceJobStatistics"]["succeededCount"] == 1
+    hub.close()
+
+
+def test_a_job_saved_whole_by_an_earlier_version_is_still_restored(tmp_path):
+    from emulator.store import JOBS
+    store = SqliteStore.in_directory(tmp_path)
+    store.put(JOBS, "old", {"job": {"jobId": "old", "status": "completed"}, "startedAt": 1.0,
+                            "devices": [{"deviceId": "d1", "jobId": "old", "status": "completed"}]})
+    store.close()
+    for _ in range(2):  # the second time from the rows the first one split off
+        hub = open_hub(tmp_path)
+        saved, = hub.saved_jobs()
+        assert saved["devices"] == [{"deviceId": "d1", "jobId": "old", "status": "completed"}]
+        hub.close()

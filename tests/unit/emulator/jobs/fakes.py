@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from emulator.hub.query import Condition
+
 
 class FakeHubError(Exception):
     """Shaped like the hub model's errors: an IoT Hub error name and code."""
@@ -46,8 +48,8 @@ class FakeTarget:
         self.cancelled_calls = 0
         self.twin_failures: dict[str, Exception] = {}
 
-    def twin_documents(self) -> list[dict]:
-        return [dict(t) for t in self.twins]
+    async def select_devices(self, condition: Condition) -> list[str]:
+        return [t["deviceId"] for t in self.twins if condition.matches(t)]
 
     async def invoke_method(self, device_id: str, method_name: str, payload: Any,
                             response_timeout: int, connect_timeout: int) -> tuple[int, Any]:

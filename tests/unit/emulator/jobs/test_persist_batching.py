@@ -70,3 +70,21 @@ async def test_unsaved_progress_is_flushed_at_close() -> None:
     assert saved.last("lamps")["job"]["deviceJobStatistics"]["runningCount"] == 0  # not yet handed over
     await scheduler.aclose()
     assert saved.last("lamps")["job"]["deviceJobStatistics"]["runningCount"] == 3
+
+
+async def test_each_save_hands_over_only_the_rows_that_changed(monkeypatch) -> None:
+    from emulator.hub import jobs
+    monkeypatch.setattr(jobs, "SAVE_CHUNK", 20)
+    saved = Recorder()
+    scheduler = JobScheduler(FakeTarget(FLEET), FakeClock(), persist=saved, persist_batch_seconds=3600)
+    scheduler.create(lamp_job())
+    await scheduler.tick()
+    await asyncio.wait_for(scheduler.wait_idle(), timeout=10)
+    await scheduler.aclose()
+    assert saved.snapshots[0]["devices"] == []  # created: no devices yet
+    assert max(len(s["devices"]) for s in saved.snapshots) <= 20
+    final_rows: dict[str, dict] = {}
+    for snapshot in saved.snapshots:
+        final_rows.update((row["deviceId"], row) for row in snapshot["devices"])
+    assert len(final_rows) == 50
+    assert {row["status"] for row in final_rows.values()} == {"completed"}

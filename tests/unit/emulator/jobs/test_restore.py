@@ -17,16 +17,21 @@ def job(job_id: str, **extra) -> dict:
 
 
 class Store:
-    """Keeps the latest snapshot per job, through a JSON round trip like a real store."""
+    """Keeps the latest job record and merges device rows by deviceId, through a JSON round trip
+    like a real store (the hub's `save_job` does the same)."""
 
     def __init__(self) -> None:
         self.saved: dict[str, str] = {}
+        self.rows: dict[str, dict[str, str]] = {}
 
-    def __call__(self, snapshot: dict) -> None:
-        self.saved[snapshot["job"]["jobId"]] = json.dumps(snapshot)
+    def __call__(self, changes: dict) -> None:
+        job_id = changes["job"]["jobId"]
+        self.saved[job_id] = json.dumps({**changes, "devices": []})
+        self.rows.setdefault(job_id, {}).update((r["deviceId"], json.dumps(r)) for r in changes["devices"])
 
     def load(self) -> list[dict]:
-        return [json.loads(text) for text in self.saved.values()]
+        return [{**json.loads(text), "devices": [json.loads(r) for r in self.rows[job_id].values()]}
+                for job_id, text in self.saved.items()]
 
 
 async def test_restart_keeps_finished_jobs_fails_running_ones_and_runs_scheduled_ones() -> None:

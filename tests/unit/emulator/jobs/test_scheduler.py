@@ -311,7 +311,7 @@ async def test_late_answers_after_cancel_change_nothing(clock: FakeClock) -> Non
 
 async def test_a_target_that_cannot_list_twins_fails_the_job_not_the_scheduler(clock: FakeClock) -> None:
     class Broken(FakeTarget):
-        def twin_documents(self) -> list[dict]:
+        async def select_devices(self, condition) -> list[str]:
             raise RuntimeError("registry unavailable")
 
     scheduler = JobScheduler(Broken(FLEET), clock)
@@ -322,3 +322,23 @@ async def test_a_target_that_cannot_list_twins_fails_the_job_not_the_scheduler(c
         job = scheduler.get(job_id)
         assert job["status"] == "failed"
         assert job["failureReason"] == "Could not select the job's devices: registry unavailable"
+
+
+async def test_a_job_whose_calls_all_fail_at_once_still_lets_other_tasks_run(clock: FakeClock, monkeypatch) -> None:
+    from emulator.hub import slices
+    monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)  # yield at every chance
+    fleet = [twin(f"lock-{n}", kind="lock") for n in range(200)]
+    scheduler = JobScheduler(FakeTarget(fleet, offline=tuple(t["deviceId"] for t in fleet)), clock)
+    scheduler.create(method_job())
+    job_running_when_ticked = []
+
+    async def other_task() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+            job_running_when_ticked.append(scheduler.get("lockdoor")["status"] == "running")
+
+    other = asyncio.ensure_future(other_task())
+    await run_to_end(scheduler)
+    await other
+    assert any(job_running_when_ticked)  # it ran while the job was working through its devices
+    assert scheduler.get("lockdoor")["deviceJobStatistics"]["failedCount"] == 200
