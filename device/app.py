@@ -22,7 +22,7 @@ from azure.iot.device import Message, MethodResponse
 
 from hubsettings import DeviceSettings
 
-from . import __version__, methods, properties, telemetry
+from . import __version__, cloud_messages, methods, properties, telemetry
 from .connecting import Backoff, with_backoff
 from .errors import SettingsProblem
 from .eventlog import EventLog, utc_now
@@ -177,6 +177,7 @@ class DeviceAgent:
     def _attach_receive_handlers(self, client: DeviceClient) -> None:
         client.on_method_request_received = self._on_method_request
         client.on_twin_desired_properties_patch_received = self._on_desired_patch
+        client.on_message_received = self._on_cloud_message
 
     # --- SDK handlers: called from SDK threads; they hand over to the loop and return at once -----
 
@@ -185,6 +186,10 @@ class DeviceAgent:
 
     def _on_desired_patch(self, patch: dict[str, Any]) -> None:
         self._submit(lambda: self.handle_desired_patch(patch))
+
+    def _on_cloud_message(self, message: Any) -> None:
+        line, data = cloud_messages.describe(message)
+        self.say(line, **data)  # EventLog is thread-safe: printed straight from the SDK's thread
 
     def _on_connection_state_change(self) -> None:
         connected = bool(self._client and self._client.connected)

@@ -36,6 +36,7 @@ class DeviceClient(Protocol):
     connected: bool
     on_method_request_received: Any
     on_twin_desired_properties_patch_received: Any
+    on_message_received: Any
     on_connection_state_change: Any
     on_background_exception: Any
 

@@ -18,6 +18,7 @@ import click
 from hubsettings import SasError, derive_device_key, is_loopback_host, mask_key, mask_secrets, wellknown
 from hubsettings.discovery import emulator_home
 
+from .amqp.server import DEFAULT_PORT as AMQP_PORT
 from .certs import CertificateError
 from .mqtt.server import AddressInUse
 from .rest.throttle import TIERS
@@ -48,6 +49,9 @@ class StartError(click.ClickException):
                    f"{wellknown.REST_PORT} as on IoT Hub (connection strings then carry no port), or "
                    f"{wellknown.REST_FALLBACK_PORT} when this user may not bind {wellknown.REST_PORT}. A port "
                    "given here is used or the emulator does not start.")
+@click.option("--amqp-port", type=click.IntRange(0, 65535), default=AMQP_PORT, show_default=True,
+              help="AMQP/TLS port for services: cloud-to-device messages and their feedback (the SDKs "
+                   "always dial 5671).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Where the registry, twins and certificates are kept. Default: {emulator_home()}")
 @click.option("--in-memory", is_flag=True, help="Keep nothing on disk (state is lost at exit).")
@@ -63,8 +67,8 @@ class StartError(click.ClickException):
                    "429 ThrottlingException with Retry-After. Off by default.")
 @click.pass_context
 def main(ctx: click.Context, address: str, host_name: str | None, mqtt_port: int, rest_port: int | None,
-         data_dir: Path | None, in_memory: bool, log_level: str, show_keys: bool, discovery_file: Path | None,
-         no_discovery: bool, throttle: str | None) -> None:
+         amqp_port: int, data_dir: Path | None, in_memory: bool, log_level: str, show_keys: bool,
+         discovery_file: Path | None, no_discovery: bool, throttle: str | None) -> None:
     """Run a local Azure IoT Hub emulator (devices over MQTT/TLS and DPS, services over HTTPS REST) with
     well-known development keys."""
     if ctx.invoked_subcommand is not None:
@@ -76,7 +80,7 @@ def main(ctx: click.Context, address: str, host_name: str | None, mqtt_port: int
     config = EmulatorConfig(address=address, host_name=host_name or default_host_name(address),
                             mqtt_port=mqtt_port, rest_port=wellknown.REST_PORT if rest_port is None else rest_port,
                             rest_fallback_port=wellknown.REST_FALLBACK_PORT if rest_port is None else None,
-                            data_dir=data_dir, in_memory=in_memory,
+                            amqp_port=amqp_port, data_dir=data_dir, in_memory=in_memory,
                             discovery_file=discovery_file, write_discovery=not no_discovery,
                             throttle=throttle.upper() if throttle else None)
     try:
@@ -122,6 +126,8 @@ def describe(server: EmulatorServer, show_keys: bool) -> str:
         f"  Devices (MQTT/TLS, DPS): {config.address}:{info.mqtt_port}   host name: {info.host_name}",
         f"  Services (HTTPS REST):   {config.address}:{info.rest_port}",
         *([f"  NOTE: {server.rest_port_note}"] if server.rest_port_note else []),
+        *([f"  Services (AMQP/TLS):     {config.address}:{server.amqp_port}   (cloud-to-device messages)"]
+          if server.amqp_port is not None else []),
         f"  CA certificate:          {info.ca_file}",
         f"  Data:                    {'in memory (lost at exit)' if config.in_memory else info.data_dir}",
         f"  Discovery file:          {server.discovery_file or 'not written'}",

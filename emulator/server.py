@@ -26,6 +26,8 @@ from hubsettings import wellknown
 from hubsettings.discovery import EmulatorInfo, discovery_path, emulator_home, remove_discovery, write_discovery
 
 from . import loopback
+from .amqp.server import DEFAULT_PORT as AMQP_PORT
+from .amqp.server import AmqpServer
 from .certs import CertificatePaths, ensure_certificates, server_ssl_context
 from .hub import Hub, MethodResult
 from .mqtt.device_front import DeviceFront
@@ -63,6 +65,8 @@ class EmulatorConfig:
     rest_port: int | None = wellknown.REST_PORT
     # Where the service front goes when rest_port is not permitted or taken; None: fail to start instead.
     rest_fallback_port: int | None = wellknown.REST_FALLBACK_PORT
+    # The service AMQP front (cloud-to-device messages and their feedback); None: no AMQP listener.
+    amqp_port: int | None = AMQP_PORT
     data_dir: Path | None = None  # None: hubsettings.emulator_home()
     in_memory: bool = False
     discovery_file: Path | None = None  # None: hubsettings.discovery_path() (IOTHUB_EMULATOR_DISCOVERY)
@@ -101,6 +105,8 @@ class EmulatorServer:
         self.rest_port_note: str | None = None  # why the service front is not on config.rest_port
         self.discovery_file: Path | None = None
         self._mqtt: MqttServer | None = None
+        self._amqp: AmqpServer | None = None
+        self.amqp_port: int | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._temp_dir: str | None = None
 
@@ -134,6 +140,9 @@ class EmulatorServer:
                 limits = Throttle(config.throttle, config.throttle_clock) if config.throttle else None
                 self.service = ServiceFront(self.hub, self.front, ssl_context, limits=limits)
                 self.rest_port = await self.service.start(config.address, self._choose_rest_port())
+            if config.amqp_port is not None:
+                self._amqp = AmqpServer(self.hub, ssl_context)
+                self.amqp_port = await self._amqp.start(config.address, config.amqp_port)
         except BaseException:
             await self._release()
             raise
@@ -147,6 +156,9 @@ class EmulatorServer:
                      self.rest_port)
         if self.rest_port_note:
             log.warning("%s", self.rest_port_note)
+        if self.amqp_port is not None:
+            log.info("listening for services (AMQP/TLS: cloud-to-device messages, feedback) on %s:%s",
+                     config.address, self.amqp_port)
         if self.service is not None and self.service.limits is not None:
             log.info("throttling the service API with IoT Hub %s tier limits (429 ThrottlingException)",
                      self.service.limits.tier)
@@ -192,6 +204,9 @@ class EmulatorServer:
         log.info("stopped")
 
     async def _release(self) -> None:
+        if self._amqp:
+            await self._amqp.stop()
+            self._amqp = None
         if self.service:
             await self.service.stop()  # before the hub closes: running jobs are saved through it
             self.service = None

@@ -31,6 +31,8 @@ REGISTRATIONS = "registration"  # DPS registrations: which devices DPS created (
 JOBS = "job"
 JOB_DEVICES = "job_device"  # one job's row for one device, keyed "{jobId}/{deviceId}"
 SESSIONS = "mqtt_session"  # persistent (clean_session=0) MQTT sessions of devices: their subscriptions
+C2D_MESSAGES = "c2d"  # cloud-to-device messages waiting for their device
+C2D_FEEDBACK = "c2d-feedback"  # delivery feedback waiting for a service to take it
 
 
 class StoreError(RuntimeError):

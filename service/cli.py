@@ -9,6 +9,7 @@ import click
 
 from .commands.devices import device
 from .commands.jobs import job
+from .commands.messages import message
 from .commands.methods import method, reboot
 from .commands.queries import query
 from .commands.twins import twin
@@ -31,7 +32,8 @@ class _Cli(click.Group):
 @click.group(cls=_Cli, epilog=exit_codes_epilog(), context_settings={"help_option_names": ["-h", "--help"]})
 @global_options
 def cli() -> None:
-    """Manage the devices of an IoT hub: direct methods, reboots, twins, queries, jobs, identities.
+    """Manage the devices of an IoT hub: direct methods, reboots, twins, queries, jobs, identities,
+    cloud-to-device messages.
 
     Works the same against Azure IoT Hub and the local emulator. The hub comes from
     --connection-string, else $IOTHUB_CONNECTION_STRING, else .env, else the local emulator
@@ -41,7 +43,7 @@ def cli() -> None:
     """
 
 
-for command in (method, reboot, twin, query, job, device, demo):
+for command in (method, reboot, twin, query, job, device, message, demo):
     cli.add_command(command)
 
 

@@ -265,6 +265,27 @@ class HubClient:
                 raise ServiceError("the hub returned the same job query continuation token twice")
             seen.add(token)
 
+    # -- cloud-to-device messages (AMQP, see cloud_messages.py) -----------------------------------------
+    def send_message(self, device_id: str, body: bytes, properties: dict[str, str], *, message_id: str,
+                     **system: Any) -> None:
+        """Queue a message for the device (system: correlation_id, content_type, content_encoding,
+        expiry_time_ms, ack); IoT Hub keeps it until the device takes it or it expires."""
+        from . import cloud_messages
+        cloud_messages.send(self.registry, self.settings, device_id, body, properties, message_id=message_id,
+                            **system)
+
+    def purge_messages(self, device_id: str) -> dict:
+        """Drop the device's waiting cloud-to-device messages: {"totalMessagesPurged", "deviceId", ...}."""
+        return self._call(lambda: self.registry.protocol.cloud_to_device_messages
+                          .purge_cloud_to_device_message_queue(device_id), device_id=device_id)
+
+    def wait_for_feedback(self, message_id: str, timeout: float) -> Any:
+        """The feedback record for message_id (raises WaitTimeout). Feedback on other messages received
+        meanwhile is taken off the hub's feedback queue too: the hub has one queue for all senders."""
+        from .cloud_messages import receive_feedback
+        records = receive_feedback(self.settings, lambda r: r.original_message_id == message_id, timeout)
+        return next(r for r in records if r.original_message_id == message_id)
+
     # -- error translation and throttling --------------------------------------------------------------
     def _call(self, operation: Callable[[], Any], *, raw: bool = False, **context: str) -> Any:
         for attempt in range(THROTTLE_RETRIES + 1):

@@ -21,6 +21,7 @@ from hubsettings.sas import SasError, SasToken, parse_token
 from .. import store as store_kinds
 from . import long_lived
 from ..store import SqliteStore, Store
+from .c2d import CloudMessage, CloudToDeviceQueues
 from .clock import Clock, system_clock
 from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, DeviceNotOnline, IotHubUnauthorizedAccess
 from .job_target import HubJobTarget
@@ -50,6 +51,8 @@ class DeviceConnections(Protocol):
     def disconnect_device(self, device_id: str) -> None: ...
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: drop what the front keeps for it (MQTT persistent session, ...)."""
+    def deliver_cloud_messages(self, device_id: str) -> None:
+        """Cloud-to-device messages are waiting for this device: send them if it can take them."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class Hub:
         self.jobs = JobScheduler(HubJobTarget(self), clock, persist=self.save_job,
                                  persist_batch_seconds=JOB_PERSIST_BATCH_SECONDS)
         self._load()
+        self.c2d = CloudToDeviceQueues(clock, self._store)
 
     # ---- wiring ----------------------------------------------------------------------------------
     def attach_connections(self, connections: DeviceConnections | None) -> None:
@@ -235,6 +239,7 @@ class Hub:
         self._store.delete(store_kinds.SESSIONS, device_id)  # the MQTT client id of a device is its id
         if self._connections:
             self._connections.forget_device(device_id)  # a device created again with this id starts afresh
+        self.c2d.purge(device_id)
 
     def _disconnect(self, device_id: str) -> None:
         if self._connections:
@@ -477,7 +482,24 @@ class Hub:
 
     def expire_due(self) -> list[MethodCall]:
         """Fail method calls whose connect or response deadline has passed (call this periodically)."""
+        self.c2d.expire()
         return self.methods.expire()
+
+    # ---- cloud-to-device messages ----------------------------------------------------------------
+    def send_cloud_message(self, device_id: str, body: bytes, **fields: Any) -> CloudMessage:
+        """Queue a cloud-to-device message (fields: see CloudToDeviceQueues.enqueue) and push it to the
+        device if it is connected. Raises DeviceNotFound, MessageTooLarge,
+        DeviceMaximumQueueDepthExceeded, ArgumentInvalid; nothing is queued when it raises."""
+        device = self.registry.get(device_id)
+        message = self.c2d.enqueue(device_id, body, device_generation_id=device.generation_id, **fields)
+        if self._connections and device_id in self._online:
+            self._connections.deliver_cloud_messages(device_id)
+        return message
+
+    def purge_cloud_messages(self, device_id: str) -> int:
+        """DELETE /devices/{id}/commands: drop the device's queued messages; returns how many."""
+        self.registry.get(device_id)
+        return self.c2d.purge(device_id)
 
     # ---- persistence for the job scheduler (emulator/hub/jobs.py) ---------------------------------
     def save_job(self, changes: dict[str, Any]) -> None:

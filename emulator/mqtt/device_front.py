@@ -7,8 +7,10 @@ dps_front.py, anything else is a hub device), device auth, and the twin, method 
 
 Device-bound traffic goes by subscription, as on IoT Hub: a desired patch only to a device subscribed
 to `$iothub/twin/PATCH/properties/desired/#` (or any filter matching it, `#` included), a method
-request only to one subscribed to `$iothub/methods/POST/#` (the hub answers 404103 otherwise); a twin
-answer always to the connection that asked. A persistent session (clean_session=0) keeps its
+request only to one subscribed to `$iothub/methods/POST/#` (the hub answers 404103 otherwise), a
+cloud-to-device message at QoS 1 only to one subscribed to `devices/{id}/messages/devicebound/#` (the
+hub keeps it queued until then; the device's PUBACK completes it); a twin answer always to the
+connection that asked. A persistent session (clean_session=0) keeps its
 subscriptions across reconnects and emulator restarts (through the hub's store), because the SDKs
 never subscribe again after a reconnect; clean_session=1 drops them. Every request is answered
 afresh: a `$rid` is the client's correlation value, reused freely, never a key to replay an answer.
@@ -28,10 +30,12 @@ from typing import Any
 from hubsettings.sas import parse_token
 
 from ..hub import DeviceNotFound, Hub, HubError, MethodCall
+from ..hub.c2d import CloudMessage
+from ..hub.clock import iso_timestamp
 from .dps_front import DpsFront, DpsIdentity, dps_subscription_allowed, parse_dps_username
 from .front_common import (Link, RefusedConnect, Violation, parse_json, parse_properties,
                            parse_topic_query)
-from .session import ConnectionLost, ConnectRequested, MessageReceived, Subscribed, Unsubscribed
+from .session import ConnectionLost, ConnectRequested, Delivered, MessageReceived, Subscribed, Unsubscribed
 from .session_state import SessionState
 from .topics import TopicShape, matches_any, may_match_shape
 
@@ -79,6 +83,9 @@ class DeviceFront:
         # (token renewal) or a disconnect needs no removal here; expire_tokens() only touches due entries.
         self._token_expiries: list[tuple[float, str]] = []
         self.dps = DpsFront(hub)  # DPS registration clients' auth and topics
+        # Cloud-to-device messages published and not yet PUBACKed: device id -> packet id -> lock token.
+        # Kept with the persistent session, which resends them with DUP on the next connection.
+        self._cloud_in_flight: dict[str, dict[int, str]] = {}
         for record in hub.saved_sessions():  # persistent sessions of devices, from before a restart
             self._sessions[("hub", record["client_id"])] = SessionState(
                 record["client_id"], {str(f): int(q) for f, q in record.get("subscriptions", {}).items()})
@@ -93,6 +100,8 @@ class DeviceFront:
                 self._on_message(link, event)
             elif isinstance(event, (Subscribed, Unsubscribed)):
                 self._on_subscriptions_changed(link, event)
+            elif isinstance(event, Delivered):
+                self._on_delivered(link, event.packet_id)
             elif isinstance(event, ConnectionLost):
                 self._log_connection_lost(link, event)
                 self.link_closed(link)
@@ -182,6 +191,11 @@ class DeviceFront:
                      identity.device_id, link.peer, connect.clean_session, present,
                      ", ".join(session.subscriptions) or "none")
             self.hub.device_connected(identity.device_id, identity.model_id)
+            if not present:
+                # A new session has none of the earlier publishes: those messages go out again.
+                self._cloud_in_flight.pop(identity.device_id, None)
+                self.hub.c2d.release_all(identity.device_id)
+            self.deliver_cloud_messages(identity.device_id)
         else:
             log.info("DPS registration %s connected from %s", identity.registration_id, link.peer)
 
@@ -249,6 +263,7 @@ class DeviceFront:
                                                       "subscriptions": dict(session.subscriptions)})
         if isinstance(event, Subscribed) and event.topics:
             self.hub.device_subscribed(identity.device_id)  # method calls waiting for this subscription
+            self.deliver_cloud_messages(identity.device_id)  # messages queued until it subscribed
 
     # ---- messages from devices -------------------------------------------------------------------
     def _on_message(self, link: Link, event: MessageReceived) -> None:
@@ -344,6 +359,45 @@ class DeviceFront:
         """The device was deleted: a device created later with the same id gets no persistent session
         (subscriptions, unacknowledged publishes) of the old one. The hub deletes the stored copy."""
         self._sessions.pop(("hub", device_id), None)
+        self._cloud_in_flight.pop(device_id, None)
+
+    def deliver_cloud_messages(self, device_id: str) -> None:
+        """hub.DeviceLink: publish the device's waiting cloud-to-device messages, if it is subscribed."""
+        link = self._live.get(device_id)
+        if link is None or not self.is_subscribed(device_id, f"{_cloud_topic_prefix(device_id)}x"):
+            return  # IoT Hub keeps them until the device subscribes to devices/{id}/messages/devicebound/#
+        in_flight = self._cloud_in_flight.setdefault(device_id, {})
+        for message in self.hub.c2d.take_for_delivery(device_id):
+            packet_id = link.connection.publish(cloud_message_topic(message), message.body, qos=1)
+            if packet_id is None:  # the connection is closing: the message waits for the next one
+                self.hub.c2d.release(device_id, message.lock_token)
+                continue
+            in_flight[packet_id] = message.lock_token
+        link.flush()
+
+    def _on_delivered(self, link: Link, packet_id: int) -> None:
+        identity = self._identities.get(link)
+        if isinstance(identity, DeviceIdentity):
+            lock_token = self._cloud_in_flight.get(identity.device_id, {}).pop(packet_id, None)
+            if lock_token is not None:
+                self.hub.c2d.complete(identity.device_id, lock_token)
+
+
+def _cloud_topic_prefix(device_id: str) -> str:
+    return f"devices/{device_id}/messages/devicebound/"
+
+
+def cloud_message_topic(message: CloudMessage) -> str:
+    """`devices/{id}/messages/devicebound/{property bag}`: system properties as `$.mid`, `$.cid`, `$.uid`,
+    `$.to`, `$.ct`, `$.ce`, `$.exp`, then `iothub-ack` and the application properties, URL-encoded."""
+    pairs: list[tuple[str, str | None]] = [
+        ("$.mid", message.message_id), ("$.cid", message.correlation_id), ("$.uid", message.user_id),
+        ("$.to", message.to), ("$.ct", message.content_type), ("$.ce", message.content_encoding),
+        ("$.exp", iso_timestamp(message.expiry_time)),
+        ("iothub-ack", message.ack if message.ack != "none" else None), *message.properties.items()]
+    bag = "&".join(f"{urllib.parse.quote(k, safe='')}={urllib.parse.quote(v, safe='')}"
+                   for k, v in pairs if v is not None)
+    return _cloud_topic_prefix(message.device_id) + bag
 
 
 def _method_topic(method_name: str, rid: str) -> str:

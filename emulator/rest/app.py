@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from ..amqp.websocket import AMQP_WEBSOCKET_PATHS, add_amqp_websocket_route
 from ..hub import Hub
 from ..hub.errors import HubError
 from ..hub.jobs import JobScheduler
 from ..mqtt.device_front import DeviceFront
-from . import auth, devices, jobs, methods, query, statistics, telemetry, throttle, twins
+from . import auth, cloud_messages, devices, jobs, methods, query, statistics, telemetry, throttle, twins
 from .auth import ServiceAuthorizer
 from .context import AUTHORIZER, HUB, QUERY_PAGES, SCHEDULER, THROTTLE
 from .diagnostics import RIGHTS_KEY, log_request
@@ -44,6 +45,7 @@ ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
     ("GET", "/devices/{id}", devices.get_device, auth.REGISTRY_READ),
     ("PUT", "/devices/{id}", devices.put_device, auth.REGISTRY_WRITE),
     ("DELETE", "/devices/{id}", devices.delete_device, auth.REGISTRY_WRITE),
+    ("DELETE", "/devices/{id}/commands", cloud_messages.purge_queue, cloud_messages.PURGE_RIGHTS),
     ("GET", "/twins/{id}", twins.get_twin, auth.TWIN_READ),
     ("PATCH", "/twins/{id}", twins.update_twin, auth.TWIN_WRITE),
     ("PUT", "/twins/{id}", twins.replace_twin, auth.TWIN_WRITE),
@@ -130,7 +132,7 @@ async def iothub_errors(request: web.Request, handler: Handler) -> web.StreamRes
 async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.match_info.http_exception is not None:
         raise request.match_info.http_exception
-    if request.path != WEBSOCKET_PATH:
+    if request.path != WEBSOCKET_PATH and request.path not in AMQP_WEBSOCKET_PATHS:
         version = request.query.get("api-version")
         if version not in API_VERSIONS:
             raise InvalidProtocolVersion(
@@ -154,4 +156,5 @@ def create_app(hub: Hub, scheduler: JobScheduler | None = None, *,
         app.router.add_route(verb, path + "/", guarded)
     if device_front is not None:
         add_websocket_route(app, device_front)
+    add_amqp_websocket_route(app, hub)  # the service AMQP nodes, for clients on port 443
     return app

@@ -31,6 +31,7 @@ class FakeDeviceClient:
         self.shutdown_calls = 0
         self.on_method_request_received = None
         self.on_twin_desired_properties_patch_received = None
+        self.on_message_received = None
         self.on_connection_state_change = None
         self.on_background_exception = None
 
