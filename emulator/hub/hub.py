@@ -66,7 +66,6 @@ class NewDevice:
     tags: dict[str, Any] | None = None
 
 
-DeviceLink = DeviceConnections  # the old name, until every front is renamed
 
 
 class DeviceDisabled(IotHubUnauthorizedAccess):
@@ -111,7 +110,6 @@ class Hub:
     def attach_connections(self, connections: DeviceConnections | None) -> None:
         self._connections = connections
 
-    attach_link = attach_connections  # the old name, until every front is renamed
 
     def now(self) -> float:
         return self._clock()

@@ -17,7 +17,7 @@ from emulator.rest import create_app
 from hubsettings import wellknown
 from hubsettings.sas import build_token
 
-from ..hub_fakes import RecordingLink
+from ..hub_fakes import RecordingConnections
 
 API = "api-version=2021-04-12"
 HOST = "localhost"
@@ -87,15 +87,15 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def link() -> RecordingLink:
-    return RecordingLink()
+def connections() -> RecordingConnections:
+    return RecordingConnections()
 
 
 @pytest.fixture
-def hub(clock, link) -> Hub:
+def hub(clock, connections) -> Hub:
     hub = Hub(HOST, clock=clock)
     hub.register_well_known()
-    hub.attach_link(link)
+    hub.attach_connections(connections)
     return hub
 
 
