@@ -256,11 +256,10 @@ class Hub:
         """Every twin as IoT Hub presents it (read-only documents shared with queries)."""
         return self.views.documents()
 
-    async def query(self, query: Query, jobs: JobScheduler | None = None) -> list[dict[str, Any]]:
+    async def query(self, query: Query) -> list[dict[str, Any]]:
         """Every row of a parsed query, without holding up the event loop; rows are read-only.
-        `FROM devices.jobs` reads the records of `jobs` (default: this hub's own scheduler)."""
-        scheduler = jobs if jobs is not None else self.jobs
-        return await run_query(query, self.views, scheduler.iter_device_job_documents())
+        `FROM devices.jobs` reads the records of this hub's job scheduler."""
+        return await run_query(query, self.views, self.jobs.iter_device_job_documents())
 
     def _twin_document_of(self, device_id: str) -> dict[str, Any] | None:
         device, twin = self.registry.find(device_id), self.twins.get(device_id)

@@ -11,7 +11,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from emulator.hub import FakeClock, Hub
-from emulator.hub.job_target import HubJobTarget
 from emulator.hub.jobs import JobScheduler
 from emulator.rest import create_app
 from hubsettings import wellknown
@@ -100,8 +99,8 @@ def hub(clock, connections) -> Hub:
 
 
 @pytest.fixture
-def scheduler(hub, clock) -> JobScheduler:
-    return JobScheduler(HubJobTarget(hub), clock, persist=hub.save_job)
+def scheduler(hub) -> JobScheduler:
+    return hub.jobs  # the hub builds its scheduler (and restores saved jobs); tests drive it with tick()
 
 
 @pytest.fixture
