@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hubsettings import wellknown
+from hubsettings import limits, wellknown
 from hubsettings.sas import SasError, SasToken, parse_token
 
 from .. import store as store_kinds
@@ -26,7 +26,7 @@ from .clock import Clock, system_clock
 from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, DeviceNotOnline, IotHubUnauthorizedAccess
 from .job_target import HubJobTarget
 from .jobs import JobScheduler
-from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodResult, parse_response_payload
+from .methods import MethodCall, MethodCalls, MethodResult, parse_response_payload
 from .provisioning import GroupEnrollment, IndividualEnrollment, Provisioning, RegistrationState
 from .registry import Device, Registry, Status
 from .telemetry import DEFAULT_CAPACITY, TelemetryBuffer, TelemetryMessage
@@ -431,7 +431,8 @@ class Hub:
 
     # ---- direct methods --------------------------------------------------------------------------
     def start_method(self, device_id: str, method_name: str, payload: Any = None, *,
-                     response_timeout: float = DEFAULT_RESPONSE_TIMEOUT, connect_timeout: float = 0) -> MethodCall:
+                     response_timeout: float = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT,
+                     connect_timeout: float = limits.METHOD_CONNECT_TIMEOUT_DEFAULT) -> MethodCall:
         """Start a call; it completes via the device's response or fails at `expire_due()`."""
         self.registry.get(device_id)
         online = self._can_receive_method(device_id, method_name)
@@ -453,8 +454,8 @@ class Hub:
             self._connections.send_method_request(call.device_id, call)
 
     async def invoke_method(self, device_id: str, method_name: str, payload: Any = None, *,
-                            response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
-                            connect_timeout: float = 0) -> MethodResult:
+                            response_timeout: float = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT,
+                            connect_timeout: float = limits.METHOD_CONNECT_TIMEOUT_DEFAULT) -> MethodResult:
         """Invoke and wait for the device's answer. Raises DeviceNotOnline (404103), GatewayTimeout
         (504101), DeviceNotFound, ArgumentInvalid. Deadlines are enforced by `expire_due()` ticks."""
         future: asyncio.Future[MethodCall] = asyncio.get_running_loop().create_future()
