@@ -1,4 +1,6 @@
-"""`python -m bench.fleet`: a process holding many lightweight raw-MQTT devices that answer at once.
+"""`python -m bench.fleet`: a process holding many raw-MQTT devices that answer at once: the fleet
+engine's lowest layer (device/fleet/mqtt.py) with no DeviceAgent on top, the benchmark's reference
+for what `iothub-device --count` costs.
 
 Talks to its parent on stdin/stdout with JSON lines: after connecting it prints
 {"event": "connected", ...}; the line `stats` prints {"event": "stats", ...}; `quit` or end of input
@@ -19,7 +21,7 @@ from emulator.mqtt.codec import Connect, Publish
 from hubsettings import build_token
 
 from .device_behaviour import device_id, hub_reply, reference_reply, reference_request_filter
-from .mqtt_client import MqttClient, client_ssl_context, open_client
+from .mqtt_client import MqttClient, client_ssl_context, open_client, shrink_tls_read_buffers
 
 #: No PINGREQs are sent: a keepalive longer than any bench run keeps the hub's sweep honest but idle.
 KEEPALIVE_SECONDS = 1200
@@ -42,15 +44,6 @@ class Counters:
     methods: int = 0
     patches: int = 0
     other: int = 0
-
-
-def _shrink_tls_read_buffers() -> None:
-    """asyncio gives every TLS connection a zero-filled 256 KiB read buffer (SSLProtocol.max_size):
-    5,000 client connections would hold 1.3 GB for nothing. One TLS record (16 KiB) is plenty here.
-    This is the bench's own client process; the emulator is measured as shipped."""
-    import asyncio.sslproto
-
-    asyncio.sslproto.SSLProtocol.max_size = 16 * 1024 + 1024
 
 
 def _raise_fd_limit() -> None:
@@ -169,7 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     _raise_fd_limit()
-    _shrink_tls_read_buffers()
+    shrink_tls_read_buffers()
     try:
         asyncio.run(_serve(args))
     except KeyboardInterrupt:

@@ -143,8 +143,10 @@ class MqttConnection(asyncio.Protocol):
         waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
         return waiter
 
-    async def subscribe(self, filters: tuple[str, ...], qos: int = 1) -> tuple[int, ...]:
-        """SUBSCRIBE to every filter in one packet; returns SUBACK's return codes."""
+    async def subscribe(self, filters: str | tuple[str, ...], qos: int = 1) -> tuple[int, ...]:
+        """SUBSCRIBE to a filter, or to every filter of a tuple in one packet; returns SUBACK's codes."""
+        if isinstance(filters, str):
+            filters = (filters,)
         packet_id = self._packet_id()
         waiter: asyncio.Future[object] = self._loop.create_future()
         self._waiting[packet_id] = waiter
