@@ -76,8 +76,9 @@ class Fleet:
         self._rng = rng
         self._queue: asyncio.Queue[Member] = asyncio.Queue()
         self._settled = 0
+        self._closing = False
         self._all_settled = asyncio.Event()
-        self._retries: dict[int, asyncio.TimerHandle] = {}  # by id(member)
+        self._retries: set[asyncio.Task] = set()  # failed starts waiting for their next try
         self.progress = Progress(self.counts, live=live, say=self._say, interval=fleet.progress_interval)
 
     def _say(self, line: str) -> None:
@@ -102,11 +103,13 @@ class Fleet:
         try:
             failure = await self._serve()
         finally:
-            for handle in self._retries.values():
-                handle.cancel()
-            for task in (*workers, progress):
+            # A cancellation can be swallowed by a start that finished at the same moment (wait_for):
+            # the workers also stop at this flag.
+            self._closing = True
+            background = (*workers, progress, *self._retries)
+            for task in background:
                 task.cancel()
-            await asyncio.gather(*workers, progress, return_exceptions=True)
+            await asyncio.gather(*background, return_exceptions=True)
             self.progress.clear()
             left = sum(1 for m in self.members if m.state == "running")
             if failure is None:
@@ -193,9 +196,9 @@ class Fleet:
         return [f"  {len(ids):,} failed: {_names(ids)}: {reason}" for reason, ids in by_reason.items()]
 
     async def _worker(self) -> None:
-        while True:
+        while not self._closing:
             member = await self._queue.get()
-            if self._stop.is_set():
+            if self._stop.is_set() or self._closing:
                 return
             member.state = "starting"
             member.attempts += 1
@@ -220,13 +223,15 @@ class Fleet:
         if self._all_settled.is_set():  # after the first round: say so as it happens
             self._say(f"{member.agent.device_id} failed to start (attempt {member.attempts}), retrying: "
                       f"{member.failure}")
-        delay = self.fleet.restart.delay(member.attempts, self._rng)
-        loop = asyncio.get_running_loop()
-        self._retries[id(member)] = loop.call_later(delay, self._requeue, member)
+        if self._closing:
+            return
+        task = asyncio.get_running_loop().create_task(self._requeue(member))
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
-    def _requeue(self, member: Member) -> None:
-        self._retries.pop(id(member), None)
-        if not self._stop.is_set():
+    async def _requeue(self, member: Member) -> None:
+        await self._sleep(self.fleet.restart.delay(member.attempts, self._rng))
+        if not (self._stop.is_set() or self._closing):
             self._queue.put_nowait(member)
 
 

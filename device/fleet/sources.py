@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from hubsettings import DeviceSettings, SettingsError, mask_secrets, parse_connection_string
+from hubsettings import DeviceSettings, SettingsError, mask_key, mask_secrets, parse_connection_string
 
 from ..errors import SettingsProblem
 
@@ -33,7 +33,7 @@ def read_connection_strings(path: Path, resolve: Resolve) -> list[DeviceSettings
         try:
             cs = parse_connection_string(line, expect="device", what=where)
         except SettingsError as e:
-            raise SettingsProblem(mask_secrets(f"{e} ({line[:300]})")) from None
+            raise SettingsProblem(mask_secrets(f"{e} ({masked_line(line)[:300]})")) from None
         if not cs.shared_access_key:
             raise SettingsProblem(f"{where}: no SharedAccessKey ({cs.masked()}); the fleet simulates "
                                   "symmetric-key devices only")
@@ -56,3 +56,14 @@ def read_connection_strings(path: Path, resolve: Resolve) -> list[DeviceSettings
     if not devices:
         raise SettingsProblem(f"connection strings file {path} holds no connection strings")
     return devices
+
+
+def masked_line(line: str) -> str:
+    """A line that did not parse, with the value of every part that looks like a key masked (even a
+    misspelled SharedAccessKey), for the error message."""
+    parts = []
+    for part in line.split(";"):
+        name, sep, value = part.partition("=")
+        secret = sep and any(word in name.lower() for word in ("key", "sig", "secret", "password"))
+        parts.append(f"{name}={mask_key(value)}" if secret else part)
+    return ";".join(parts)
