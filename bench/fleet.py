@@ -17,13 +17,16 @@ import sys
 import time
 from dataclasses import dataclass
 
+from device.fleet.topics import device_subscriptions
 from emulator.mqtt.codec import Connect, Publish
 from hubsettings import build_token
 
-from .device_behaviour import device_id, hub_reply, reference_reply, reference_request_filter
+from .device_behaviour import (DESIRED_PATCH, device_id, hub_reply, reference_reply, reference_request_filter,
+                               reported_ack)
 from .mqtt_client import MqttClient, client_ssl_context, open_client, shrink_tls_read_buffers
 
 #: No PINGREQs are sent: a keepalive longer than any bench run keeps the hub's sweep honest but idle.
+TWIN_ANSWER_OK = "$iothub/twin/res/204/"
 KEEPALIVE_SECONDS = 1200
 TOKEN_TTL_SECONDS = 3 * 3600
 #: Devices per fleet process: two processes share 10,000 devices (one core each on a 2-core machine).
@@ -43,7 +46,19 @@ def fleet_parts(count: int, per_process: int = DEVICES_PER_PROCESS) -> list[tupl
 class Counters:
     methods: int = 0
     patches: int = 0
+    reported: int = 0  # reported patches (acknowledgements of desired patches) the hub accepted
     other: int = 0
+
+
+def _own_rss() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _raise_fd_limit() -> None:
@@ -57,14 +72,21 @@ class Fleet:
         self.args = args
         self.counters = Counters()
         self.clients: list[MqttClient] = []
+        self._next_rid = 0
         self.ssl_context = client_ssl_context(args.ca) if args.ca else None
 
     def on_publish(self, client: MqttClient, packet: Publish) -> None:
         if self.args.mode == "hub":
             reply = hub_reply(packet.topic)
             if reply is None:
-                if packet.topic.startswith("$iothub/twin/PATCH/properties/desired/"):
+                if packet.topic.startswith(DESIRED_PATCH):  # acknowledged, as iothub-device does
                     self.counters.patches += 1
+                    self._next_rid += 1
+                    ack = reported_ack(bytes(packet.payload), str(self._next_rid))
+                    if ack is not None:
+                        client.publish(ack[0], ack[1], qos=1)
+                elif packet.topic.startswith(TWIN_ANSWER_OK):
+                    self.counters.reported += 1
                 else:
                     self.counters.other += 1
                 return
@@ -93,6 +115,8 @@ class Fleet:
                                            ssl_context=self.ssl_context, on_publish=self.on_publish)
                 if self.args.mode == "mosquitto":
                     await client.subscribe(reference_request_filter(device), qos=0)
+                else:  # as a device does: IoT Hub delivers by subscription
+                    await client.subscribe(device_subscriptions(device), qos=1)
             except Exception as e:  # noqa: BLE001 - counted and reported, the others go on
                 failures.append(f"{device}: {type(e).__name__}: {e}")
                 return
@@ -111,7 +135,8 @@ class Fleet:
     def stats(self) -> dict:
         open_now = sum(1 for c in self.clients if not c.closed.done())
         return {"event": "stats", "methods": self.counters.methods, "patches": self.counters.patches,
-                "other": self.counters.other, "open": open_now}
+                "reported": self.counters.reported, "other": self.counters.other, "open": open_now,
+                "rss_bytes": _own_rss()}
 
     async def close_all(self) -> None:
         for client in self.clients:
