@@ -22,7 +22,11 @@ SECTION = "2 jobs"
 METHOD_JOB_TARGET = Target("<=", 10.0, "s")
 
 
-def job_request(job_type: str, devices: int, max_seconds: int, condition: str | None = None) -> dict[str, Any]:
+RAW_METHOD = ("lockDoor", {"minutes": 1})  # the raw clients answer any method alike
+
+
+def job_request(job_type: str, devices: int, max_seconds: int, condition: str | None = None,
+                method: tuple[str, Any] = RAW_METHOD) -> dict[str, Any]:
     """A JobRequest for the first `devices` bench devices (tags.index < N), or those `condition`
     selects, starting now."""
     body: dict[str, Any] = {
@@ -31,7 +35,7 @@ def job_request(job_type: str, devices: int, max_seconds: int, condition: str | 
         "startTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "maxExecutionTimeInSeconds": max_seconds}
     if job_type == "scheduleDeviceMethod":
-        body["cloudToDeviceMethod"] = {"methodName": "lockDoor", "payload": {"minutes": 1},
+        body["cloudToDeviceMethod"] = {"methodName": method[0], "payload": method[1],
                                        "responseTimeoutInSeconds": 30, "connectTimeoutInSeconds": 0}
     else:
         body["updateTwin"] = {"properties": {"desired": {"bench": {"run": uuid.uuid4().hex[:8]}}}, "etag": "*"}
@@ -44,8 +48,9 @@ def poll_interval(devices: int) -> float:
 
 
 def run_job(caller: RawServiceCaller, job_type: str, devices: int, time_limit: float,
-            condition: str | None = None) -> dict[str, Any]:
-    body = job_request(job_type, devices, max_seconds=max(int(time_limit) + 60, 60), condition=condition)
+            condition: str | None = None, method: tuple[str, Any] = RAW_METHOD) -> dict[str, Any]:
+    body = job_request(job_type, devices, max_seconds=max(int(time_limit) + 60, 60), condition=condition,
+                       method=method)
     started = time.perf_counter()
     status, job = caller.request("PUT", f"/jobs/v2/{body['jobId']}", body)
     if status != 200:

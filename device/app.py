@@ -228,7 +228,10 @@ class DeviceAgent:
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(function, *args)
+            if _running_loop() is loop:  # the fleet engine calls in from the loop itself: no wake-up needed
+                loop.call_soon(function, *args)
+            else:
+                loop.call_soon_threadsafe(function, *args)
         except RuntimeError:  # the loop closed while the SDK was still calling in: nothing to do
             pass
 
@@ -388,6 +391,13 @@ class DeviceAgent:
                 self.say(f"telemetry not sent: {describe_error(e) or type(e).__name__}")
             else:
                 self.say("telemetry " + " ".join(f"{k}={v}" for k, v in reading.items()))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _short_json(value: Any, limit: int = 160) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hubsettings import DeviceSettings
+from hubsettings import DeviceSettings, is_loopback_host, split_host_port
 
 from ..app import RunOptions
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, SettingsProblem
@@ -37,10 +37,19 @@ class Pace:
     registration_rate: float | None = None  # None: unlimited on the emulator, AZURE_REGISTRATION_RATE elsewhere
 
     def for_devices(self, devices: Sequence[DeviceSettings]) -> tuple[float | None, float | None]:
-        local = all(d.is_emulator for d in devices[:1])
+        local = all(_is_local(d) for d in devices[:1])
         connect = self.connect_rate or (None if local else AZURE_CONNECT_RATE)
         register = self.registration_rate or (None if local else AZURE_REGISTRATION_RATE)
         return connect, register
+
+
+def _is_local(settings: DeviceSettings) -> bool:
+    """The local emulator (found, or on a loopback address): no hub quotas to respect."""
+    if settings.is_emulator:
+        return True
+    host = settings.connection_string.host if settings.connection_string else \
+        split_host_port(settings.provisioning.host)[0] if settings.provisioning else ""
+    return is_loopback_host(host)
 
 
 def ensure_open_files(devices: int, concurrency: int) -> int:
