@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import bench_capacity, bench_cli, bench_fleet, bench_jobs, bench_roundtrip, machine, mosquitto_ref
+from . import bench_capacity, bench_cli, bench_client_choice, bench_fleet, bench_jobs, bench_roundtrip, machine, mosquitto_ref
 from .context import BenchContext, Budget, BudgetExhausted, Sizes
 from .hubs import running_fleets, running_hub
 from .processes import raise_fd_limit, rss_bytes
@@ -85,6 +85,7 @@ def _fleet_stage(ctx: BenchContext, reference: dict[str, Any], failures: list[st
             _part(ctx, "sustained", failures, bench_capacity.run_sustained, hub, devices, reference)
     # The fleet users get (iothub-device --count), after the raw clients so that it meets an idle machine.
     _part(ctx, "fleet-engine", failures, bench_fleet.run, reference)
+    _part(ctx, "client-choice", failures, bench_client_choice.run, reference)
 
 
 def _small_stage(ctx: BenchContext, parts: set[str], reference: dict[str, Any], failures: list[str]) -> None:
