@@ -47,7 +47,9 @@ def _figures(ctx: BenchContext, label: str, devices: int, connected: dict[str, A
     ok = connected["connected"]
     ctx.results.add(Figure(SECTION, f"{label}: connect {devices:,} devices (TLS + CONNECT)",
                            ok / connected["seconds"] if connected["seconds"] else None, "conn/s"))
-    ctx.results.add(Figure(SECTION, f"{label}: RSS per device", rss / ok / 1024 if rss and ok else None, "KiB"))
+    before = connected.get("rss_before_bytes") or 0
+    ctx.results.add(Figure(SECTION, f"{label}: RSS per device (growth while connecting)",
+                           (rss - before) / ok / 1024 if rss and ok else None, "KiB"))
     done = job["status"] == "completed" and job["succeeded"] == devices
     ctx.results.add(Figure(SECTION, f"{label}: method job, answers/s",
                            job["succeeded"] / job["wall_seconds"] if done and job["wall_seconds"] else None, "ops/s"))

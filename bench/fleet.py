@@ -123,6 +123,7 @@ class Fleet:
         self.clients.append(client)
 
     async def connect_all(self) -> dict:
+        rss_before = _own_rss()
         started = time.perf_counter()
         slots = asyncio.Semaphore(self.args.concurrency)
         failures: list[str] = []
@@ -130,7 +131,7 @@ class Fleet:
                                for i in range(self.args.start, self.args.start + self.args.count)))
         return {"event": "connected", "connected": len(self.clients), "failed": len(failures),
                 "first_error": failures[0] if failures else None,
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "rss_before_bytes": rss_before}
 
     def stats(self) -> dict:
         open_now = sum(1 for c in self.clients if not c.closed.done())

@@ -82,12 +82,13 @@ class PahoFleet:
         return None
 
     async def connect_all(self) -> dict:
+        rss_before = _own_rss()
         started = time.perf_counter()
         failures = [f for f in [await self._connect_one(i) for i in range(self.args.start, self.args.start + self.args.count)]
                     if f]
         return {"event": "connected", "connected": len(self.clients), "failed": len(failures),
                 "first_error": failures[0] if failures else None, "seconds": time.perf_counter() - started,
-                "rss_bytes": _own_rss()}
+                "rss_before_bytes": rss_before}
 
     async def keepalive(self) -> None:
         while True:

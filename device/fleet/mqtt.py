@@ -28,6 +28,7 @@ from emulator.mqtt.codec import (
 )
 
 OnPublish = Callable[["MqttConnection", Publish], None]
+TLS_READ_BUFFER = 4 * 1024
 OnLost = Callable[["MqttConnection"], None]
 
 
@@ -216,8 +217,9 @@ def client_ssl_context(ca_pem: str | None = None, ca_file: str | None = None) ->
 
 def shrink_tls_read_buffers() -> None:
     """asyncio gives every TLS connection a zero-filled 256 KiB read buffer (SSLProtocol.max_size):
-    10,000 device connections would hold 2.5 GB for nothing. One TLS record (16 KiB) is plenty for
-    a device. Process-wide, so only the fleet engine's process calls it."""
+    10,000 device connections would hold 2.5 GB for nothing. A device receives little; a bigger
+    message (up to IoT Hub's 256 KB) is read in several 4 KiB steps. Process-wide, so only the fleet
+    engine's process (and the bench's raw fleet) call it."""
     import asyncio.sslproto
 
-    asyncio.sslproto.SSLProtocol.max_size = 16 * 1024 + 1024
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER

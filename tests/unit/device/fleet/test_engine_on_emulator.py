@@ -179,3 +179,20 @@ async def test_a_device_deleted_while_connected_is_refused_on_reconnect_and_repo
         await agent.stop()
     assert "the hub refused this device's credentials" in out.getvalue()
     assert link.stats.connected == 0
+
+
+async def test_a_payload_far_bigger_than_the_small_tls_read_buffer_arrives_whole(emulator, monkeypatch):
+    import asyncio.sslproto
+
+    from device.fleet.mqtt import TLS_READ_BUFFER
+
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", TLS_READ_BUFFER)  # as the fleet runs
+    link = make_link(emulator)
+    agent, out = await start_agent(emulator, link, "fleet-big")
+    try:
+        padding = "x" * (100 * 1024)
+        result = await emulator.hub.invoke_method("fleet-big", "lockDoor", {"lockTime": "10m", "pad": padding},
+                                                  response_timeout=WAIT)
+        assert result.status == 400 and "unknown field 'pad'" in result.payload["Response"]
+    finally:
+        await agent.stop()
