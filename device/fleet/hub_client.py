@@ -38,13 +38,17 @@ from .pacing import THROTTLED_SECONDS
 log = logging.getLogger("device.fleet")
 
 
+class ServerUnavailable(sdk_errors.ConnectionFailedError):
+    """CONNACK 3: IoT Hub's answer when it throttles connections (or cannot serve them now)."""
+
+
 def refusal_error(return_code: int, target: str) -> Exception:
     """CONNACK refusals as the SDK raises them: bad credentials or not authorised -> CredentialError,
-    anything else (3: server unavailable, IoT Hub's throttling answer) -> ConnectionFailedError."""
+    anything else -> ConnectionFailedError (3, server unavailable or throttling: ServerUnavailable)."""
     if return_code in (CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED):
         return sdk_errors.CredentialError(f"{target} refused the credentials (CONNACK {return_code})")
     if return_code == CONNACK_SERVER_UNAVAILABLE:
-        return sdk_errors.ConnectionFailedError(f"{target} is unavailable or throttling (CONNACK 3)")
+        return ServerUnavailable(f"{target} is unavailable or throttling (CONNACK 3)")
     return sdk_errors.ConnectionFailedError(f"{target} refused the connection (CONNACK {return_code})")
 
 
@@ -114,7 +118,6 @@ class HubClient:
         self._next_rid = 0
         self._closing = False
         self._refused = False
-        self._renewing = False
         self._renewal: asyncio.TimerHandle | None = None
         self._reconnect_task: asyncio.Task | None = None
         self.connected = False
@@ -183,7 +186,7 @@ class HubClient:
             self._renewal.cancel()
         self._went_offline()
         self._fail_twin_waiters(ConnectionClosed("connection lost"))
-        if self._closing or self._renewing:
+        if self._closing:
             return
         self._notify_state()
         self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect(quiet=False))
@@ -193,8 +196,11 @@ class HubClient:
         connection = self._connection
         if connection is None or self._closing:
             return
-        self._renewing = True
-        connection.disconnect()  # _on_lost runs (quietly) when the transport has closed
+        self._connection = None
+        connection.on_lost = None  # this loss is ours: nothing to announce
+        connection.disconnect()
+        self._went_offline()
+        self._fail_twin_waiters(ConnectionClosed("reconnecting with a new token"))
         self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect(quiet=True))
 
     async def _reconnect(self, quiet: bool) -> None:
@@ -213,14 +219,12 @@ class HubClient:
                 except sdk_errors.CredentialError as e:
                     self._refused = True
                     self._online.set()
-                    self._renewing = False
                     self._report_background(e)
                     return
                 except sdk_errors.ConnectionFailedError as e:
                     if quiet and attempt == 1:  # the renewal's reconnect failed: now it is a loss
-                        self._renewing = False
                         self._notify_state()
-                    if "CONNACK 3" in str(e):
+                    if isinstance(e, ServerUnavailable):
                         await asyncio.sleep(THROTTLED_SECONDS * (0.5 + self._link.rng.random()))
                     continue
                 except sdk_errors.OperationCancelled:
@@ -228,7 +232,6 @@ class HubClient:
                 if not (quiet and attempt == 1):
                     stats.reconnects += 1
                     self._notify_state()
-                self._renewing = False
                 return
         finally:
             stats.reconnecting -= 1

@@ -162,6 +162,7 @@ async def test_the_token_is_renewed_before_it_expires_without_a_word(emulator):
                          "a new connection with a new token")
         result = await emulator.hub.invoke_method("fleet-t", "blink", 2, response_timeout=WAIT)
         assert result.status == 200
+        assert link.stats.connected == 1 and client.connected
     finally:
         await agent.stop()
     assert link.stats.reconnects == 0
@@ -196,3 +197,14 @@ async def test_a_payload_far_bigger_than_the_small_tls_read_buffer_arrives_whole
         assert result.status == 400 and "unknown field 'pad'" in result.payload["Response"]
     finally:
         await agent.stop()
+
+
+def test_connack_refusals_map_to_the_sdk_exceptions_the_listener_sorts():
+    from device.fleet.hub_client import ServerUnavailable, refusal_error
+
+    assert isinstance(refusal_error(5, "IoT hub h"), sdk_errors.CredentialError)
+    assert isinstance(refusal_error(4, "IoT hub h"), sdk_errors.CredentialError)
+    throttled = refusal_error(3, "IoT hub h")
+    assert isinstance(throttled, ServerUnavailable) and isinstance(throttled, sdk_errors.ConnectionFailedError)
+    assert type(refusal_error(2, "IoT hub h")) is sdk_errors.ConnectionFailedError
+
