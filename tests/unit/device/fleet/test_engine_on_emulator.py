@@ -81,12 +81,13 @@ async def eventually(check, what: str) -> None:
         raise AssertionError(f"not within {WAIT} s: {what}") from None
 
 
-async def start_agent(emulator: Emulator, link: FleetLink, device_id: str) -> tuple[DeviceAgent, io.StringIO]:
+async def start_agent(emulator: Emulator, link: FleetLink, device_id: str,
+                      **options) -> tuple[DeviceAgent, io.StringIO]:
     from hubsettings import DeviceSettings
 
     out = io.StringIO()
     settings = DeviceSettings(None, provisioning(device_id), None, "test")
-    agent = DeviceAgent(settings, RunOptions(telemetry=False, backoff=Backoff(timeout=WAIT)),
+    agent = DeviceAgent(settings, RunOptions(**{"telemetry": False, **options}, backoff=Backoff(timeout=WAIT)),
                         FleetClientFactory(link), EventLog(out), ca_pem=emulator.certs.ca_pem())
     await asyncio.wait_for(agent.start(), WAIT)
     return agent, out
@@ -207,4 +208,20 @@ def test_connack_refusals_map_to_the_sdk_exceptions_the_listener_sorts():
     throttled = refusal_error(3, "IoT hub h")
     assert isinstance(throttled, ServerUnavailable) and isinstance(throttled, sdk_errors.ConnectionFailedError)
     assert type(refusal_error(2, "IoT hub h")) is sdk_errors.ConnectionFailedError
+
+
+async def test_telemetry_reaches_the_hub_as_json_with_its_content_type(emulator):
+    import json
+
+    link = make_link(emulator)
+    agent, _ = await start_agent(emulator, link, "fleet-s", telemetry=True, telemetry_interval=0.05)
+    try:
+        await eventually(lambda: len(emulator.hub.telemetry.messages("fleet-s")) >= 2, "two readings")
+    finally:
+        await agent.stop()
+    message = emulator.hub.telemetry.messages("fleet-s")[0]
+    assert set(json.loads(message.body)) == {"temperature", "humidity"}
+    assert message.system_properties.get("$.ct") == "application/json"
+    assert message.system_properties.get("$.ce") == "utf-8"
+    assert link.stats.telemetry_sent >= 2
 
