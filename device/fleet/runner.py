@@ -210,6 +210,8 @@ class Fleet:
                 self._failed(member, e)
             else:
                 member.state = "running"
+                if member.attempts > 1 and self._all_settled.is_set():
+                    self._say(f"{member.agent.device_id} started (attempt {member.attempts})")
                 member.failure, member.error = "", None
             if member.attempts == 1:
                 self._settled += 1
@@ -220,9 +222,7 @@ class Fleet:
         member.state = "failed"
         member.error = error
         member.failure = str(error) if isinstance(error, DeviceError) else describe_error(error)
-        if self._all_settled.is_set():  # after the first round: say so as it happens
-            self._say(f"{member.agent.device_id} failed to start (attempt {member.attempts}), retrying: "
-                      f"{member.failure}")
+        # After the first round the progress line counts failures (a line per retry would flood).
         if self._closing:
             return
         task = asyncio.get_running_loop().create_task(self._requeue(member))

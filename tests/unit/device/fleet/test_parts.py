@@ -124,3 +124,15 @@ def test_the_summary_names_what_the_fleet_did():
     assert summary_line(stats, 10000) == (
         "Summary: 10,000 devices; methods answered 10,000, desired patches acknowledged 10,000, reported "
         "patches 30,000, telemetry sent 0, C2D messages 0, reconnects 2")
+
+
+def test_a_fleet_needs_a_socket_per_device_within_the_open_files_limit(monkeypatch):
+    from device.fleet import launch
+
+    limits = {"now": (1024, 20000)}
+    monkeypatch.setattr(launch.resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(launch.resource, "setrlimit", lambda which, value: limits.update(now=value))
+    assert launch.ensure_open_files(10000, 100) == 10164 and limits["now"] == (10164, 20000)
+    limits["now"] = (1024, 4096)
+    with pytest.raises(SettingsProblem, match="10,000 devices need about 10,164 open files.*4,096"):
+        launch.ensure_open_files(10000, 100)
