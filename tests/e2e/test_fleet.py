@@ -24,12 +24,18 @@ READY_WITHIN = 120.0  # generous for a loaded 2-core machine; the bench measures
 EXIT_WITHIN = 60.0
 
 
+def program_env(emulator, work_dir: Path, **more: str) -> dict[str, str]:
+    """This machine's environment minus hub settings, pointed at the test's emulator."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTHUB_", "PROVISIONING_"))}
+    env.update(PYTHONUNBUFFERED="1", IOTHUB_EMULATOR_DISCOVERY=str(emulator.discovery_file),
+               IOTHUB_EMULATOR_HOME=str(work_dir / "home"), **more)
+    return env
+
+
 class FleetProcess:
     def __init__(self, emulator, work_dir: Path, *args: str, env: dict[str, str] | None = None):
         self.out, self.err = work_dir / "fleet.out", work_dir / "fleet.err"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTHUB_", "PROVISIONING_"))}
-        full_env.update(PYTHONUNBUFFERED="1", IOTHUB_EMULATOR_DISCOVERY=str(emulator.discovery_file),
-                        IOTHUB_EMULATOR_HOME=str(work_dir / "home"), **(env or {}))
+        full_env = program_env(emulator, work_dir, **(env or {}))
         self.env = full_env
         with open(self.out, "wb") as stdout, open(self.err, "wb") as stderr:
             self.process = subprocess.Popen([sys.executable, "-m", "device", *args], cwd=PROJECT_ROOT, env=full_env,
@@ -58,8 +64,9 @@ class FleetProcess:
                 self.process.wait()
 
 
-def service(fleet: FleetProcess, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service", *args], cwd=PROJECT_ROOT, env=fleet.env,
+def service(fleet: FleetProcess | dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    env = fleet if isinstance(fleet, dict) else fleet.env
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
 
 
@@ -154,3 +161,32 @@ def test_bad_fleet_input_is_one_line_with_its_exit_code(emulator_process, tmp_pa
         assert code == expected and text in fleet.stderr(), (args, code, fleet.stderr())
         assert key not in fleet.stderr() + fleet.stdout() and "Traceback" not in fleet.stderr()
         assert time.monotonic() - started < EXIT_WITHIN
+
+
+def test_a_connection_strings_file_runs_its_devices_and_names_the_one_that_cannot_start(emulator_process, tmp_path):
+    emulator_process.start()
+    env = program_env(emulator_process, tmp_path)
+    lines = ["# devices made with iothub-service device create", ""]
+    for index in range(6):
+        device = f"cs-{index}"
+        status = "disabled" if index == 3 else "enabled"
+        assert service(env, "device", "create", device, "--status", status).returncode == 0
+        shown = service(env, "--json", "device", "connection-string", device, "--show-key")
+        lines.append(json.loads(shown.stdout)["connectionString"])
+    devices_file = tmp_path / "devices.txt"
+    devices_file.write_text("\n".join(lines) + "\n")
+    fleet = FleetProcess(emulator_process, tmp_path, "--connection-strings-file", str(devices_file), "--no-telemetry",
+                         "--connect-timeout", "5")
+    try:
+        fleet.wait_line("5 devices running (1 failed to start, retrying them); press Ctrl-C to stop", READY_WITHIN)
+        assert "1 failed: cs-3: IoT hub" in fleet.stdout()
+        result = service(fleet, "--json", "job", "schedule-method", "--method", "lockDoor", "--payload",
+                         '{"lockTime": "10m"}', "--query-condition", "STARTSWITH(deviceId, 'cs-')", "--wait",
+                         "--poll-interval", "0.5", "--timeout", "120")
+        job_result = json.loads(result.stdout)["deviceJobStatistics"]
+        assert job_result["succeededCount"] == 5 and job_result["failedCount"] == 1, job_result
+        code = fleet.stop(signal.SIGTERM)
+    finally:
+        fleet.stop(signal.SIGKILL)
+    assert code == 0, fleet.stdout()[-2000:] + fleet.stderr()
+    assert "SharedAccessKey=" not in fleet.stdout() + fleet.stderr()
