@@ -190,3 +190,17 @@ def test_a_connection_strings_file_runs_its_devices_and_names_the_one_that_canno
         fleet.stop(signal.SIGKILL)
     assert code == 0, fleet.stdout()[-2000:] + fleet.stderr()
     assert "SharedAccessKey=" not in fleet.stdout() + fleet.stderr()
+
+
+def test_a_registration_dps_refuses_is_one_line_exit_6(emulator_process, tmp_path):
+    emulator_process.start()
+    env = program_env(emulator_process, tmp_path)
+    for device in ("rr-001", "rr-002"):  # registered by hand: DPS will not re-key them
+        assert service(env, "device", "create", device).returncode == 0
+    fleet = FleetProcess(emulator_process, tmp_path, "--count", "2", "--device-id-prefix", "rr-", "--no-telemetry",
+                         "--connect-timeout", "5")
+    code = fleet.process.wait(EXIT_WITHIN)
+    assert code == 6, fleet.stdout() + fleet.stderr()
+    lines = fleet.stderr().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "Error: none of the 2 devices started (2 failed; rr-001: DPS") and "409" in lines[0], lines
