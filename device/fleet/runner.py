@@ -148,7 +148,7 @@ class Fleet:
             self._say(line)
         if self._started is not None:
             self._started([m.agent for m in self.members])
-        self.progress.interval = max(self.progress.interval, 60.0)  # calmer once running
+        self.progress.quiet = max(self.progress.quiet, 60.0)  # calmer once running
         try:
             while not self._stop.is_set():
                 refusal = await self._stop_refused()

@@ -110,13 +110,23 @@ def test_progress_rewrites_one_line_on_a_terminal_and_prints_changes_otherwise()
     live = io.StringIO()
     Progress(lambda: counts[0], live=live, say=print, interval=5).show()
     assert live.getvalue() == "\r\x1b[Kconnected 8,412 / 10,000, failed 3, retrying 12"
-    said = []
-    plain = Progress(lambda: counts[0], live=None, say=said.append, interval=5)
+    said, clock = [], Clock()
+    plain = Progress(lambda: counts[0], live=None, say=said.append, interval=5, clock=clock)
+    plain.quiet = 60
     plain.show()
-    plain.show()
+    plain.show()  # no change: nothing said
+    counts[0] = Counts(8500, 10000, 3, 12)
+    plain.show()  # a change, but within the quiet time
     counts[0] = Counts(10000, 10000, 0, 0)
+    plain.show()  # whole again: said at once
+    counts[0] = Counts(9999, 10000, 0, 1)
+    plain.show()  # no longer whole: said at once
+    counts[0] = Counts(9000, 10000, 0, 1000)
     plain.show()
-    assert said == ["connected 8,412 / 10,000, failed 3, retrying 12", "connected 10,000 / 10,000, failed 0, retrying 0"]
+    clock.now += 60
+    plain.show()
+    assert said == ["connected 8,412 / 10,000, failed 3, retrying 12", "connected 10,000 / 10,000, failed 0, retrying 0",
+                    "connected 9,999 / 10,000, failed 0, retrying 1", "connected 9,000 / 10,000, failed 0, retrying 1,000"]
 
 
 def test_the_summary_names_what_the_fleet_did():
