@@ -216,7 +216,8 @@ def cli(ctx: click.Context, count: int | None, device_id_prefix: str, connection
         backoff=Backoff(timeout=connect_timeout, jitter=0.5 if fleet_mode else 0.0))
     try:
         if connection_strings_file is not None:
-            devices = read_connection_strings(connection_strings_file, resolve_with_env_file)
+            devices = read_connection_strings(connection_strings_file,
+                                              lambda line: resolve_with_env_file({**flags, **line}))
         elif count is None:
             devices = [resolve_with_env_file(flags)]
         else:

@@ -103,13 +103,8 @@ class Fleet:
         try:
             failure = await self._serve()
         finally:
-            # A cancellation can be swallowed by a start that finished at the same moment (wait_for):
-            # the workers also stop at this flag.
             self._closing = True
-            background = (*workers, progress, *self._retries)
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await cancel_until_done((*workers, progress, *self._retries))
             self.progress.clear()
             left = sum(1 for m in self.members if m.state == "running")
             if failure is None:
@@ -196,7 +191,7 @@ class Fleet:
         return [f"  {len(ids):,} failed: {_names(ids)}: {reason}" for reason, ids in by_reason.items()]
 
     async def _worker(self) -> None:
-        while not self._closing:
+        while not self._closing:  # also the way out if a cancellation was swallowed between starts
             member = await self._queue.get()
             if self._stop.is_set() or self._closing:
                 return
@@ -233,6 +228,16 @@ class Fleet:
         await self._sleep(self.fleet.restart.delay(member.attempts, self._rng))
         if not (self._stop.is_set() or self._closing):
             self._queue.put_nowait(member)
+
+
+async def cancel_until_done(tasks: Sequence[asyncio.Task], pause: float = 0.05) -> None:
+    """Cancel until every task has ended. Python 3.11's wait_for swallows a cancellation that arrives
+    as its inner work completes, and a device start is a chain of them (DPS, connect): such a start
+    would carry on into its next step, so it is cancelled again wherever it has got to."""
+    while pending := [t for t in tasks if not t.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=pause)
 
 
 def _names(ids: Sequence[str]) -> str:

@@ -2,6 +2,7 @@
 clients: a fleet starts even when some devices fail (names them, retries them), exits with the failure's
 code only when none starts, exits 130 on Ctrl-C and 0 on SIGTERM, and refuses bad input in one line."""
 
+import asyncio
 import os
 import signal
 
@@ -29,9 +30,19 @@ def signal_when_started(sig):
     return hook
 
 
-def refusing(times: int = 50) -> FakeDeviceClient:
-    """A client whose hub refuses it `times` times (retries do not wait under the fake clock)."""
-    return FakeDeviceClient(connect_errors=[sdk_errors.CredentialError("CONNACK 5")] * times)
+class RefusedThenSilent(FakeDeviceClient):
+    """The hub refuses the first connect; later tries never get an answer (retries do not wait under
+    the fake clock, so a client that refused a fixed number of times would race the test)."""
+
+    async def connect(self) -> None:
+        self.connect_calls += 1
+        if self.connect_calls == 1:
+            raise sdk_errors.CredentialError("CONNACK 5")
+        await asyncio.Event().wait()
+
+
+def refusing() -> FakeDeviceClient:
+    return RefusedThenSilent()
 
 
 def test_a_fleet_starts_without_the_devices_that_failed_names_them_and_retries_them():
@@ -45,19 +56,17 @@ def test_a_fleet_starts_without_the_devices_that_failed_names_them_and_retries_t
 
     result = invoke(["--count", "3", "--no-telemetry"], factory=factory, started=hook)
     assert result.exit_code == EXIT_OK, result.output
-    assert "2 devices running (1 failed to start, retrying them); press Ctrl-C to stop" in result.stdout
+    assert "2 devices running (1 failed to start, retrying them); press Ctrl-C to stop" in result.stdout, result.stdout
     assert "  1 failed: sim-002: IoT hub hub.example.test refused the device's credentials" in result.stdout
     assert seen["connected"] == ["sim-001", "sim-003"]
     assert "Summary: 3 devices;" in result.stdout and "Traceback" not in result.output
 
 
 def test_a_failed_device_is_retried_until_it_starts():
-    flaky = refusing(times=1)
+    flaky = FakeDeviceClient(connect_errors=[sdk_errors.CredentialError("CONNACK 5")])
     factory = FakeFactory(by_id={"sim-001": flaky})
 
     def hook(agents):
-        import asyncio
-
         async def wait_then_stop():
             while not agents[0].connected:
                 await asyncio.sleep(0.01)
@@ -127,3 +136,16 @@ def test_usage_errors_of_a_fleet_exit_2(tmp_path):
     path.write_text("")
     result = invoke(["--connection-strings-file", str(path), "--count", "3"])
     assert result.exit_code == EXIT_USAGE and "leave out --count" in result.output
+
+
+def test_a_connection_strings_file_takes_the_ca_file_option(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    path = tmp_path / "devices.txt"
+    path.write_text(f"HostName=127.0.0.9;DeviceId=d0;SharedAccessKey={KEY}\n")
+    factory = FakeFactory()
+    result = invoke(["--connection-strings-file", str(path), "--ca-file", str(ca), "--no-telemetry"], factory=factory,
+                    started=signal_when_started(signal.SIGTERM))
+    assert result.exit_code == EXIT_OK, result.output
+    assert factory.ca_pems == [ca.read_text()]
+

@@ -146,3 +146,23 @@ def test_a_fleet_needs_a_socket_per_device_within_the_open_files_limit(monkeypat
     limits["now"] = (1024, 4096)
     with pytest.raises(SettingsProblem, match="10,000 devices need about 10,164 open files.*4,096"):
         launch.ensure_open_files(10000, 100)
+
+
+async def test_a_start_that_swallows_a_cancellation_is_cancelled_again():
+    import asyncio
+
+    from device.fleet.runner import cancel_until_done
+
+    steps = []
+
+    async def stubborn_start():
+        try:
+            await asyncio.Event().wait()  # e.g. DPS: wait_for returned its result despite the cancel
+        except asyncio.CancelledError:
+            steps.append("swallowed")
+        await asyncio.Event().wait()  # carried on into the next step (connect)
+
+    task = asyncio.create_task(stubborn_start())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_until_done([task]), 10)
+    assert task.cancelled() and steps == ["swallowed"]
