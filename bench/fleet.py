@@ -15,7 +15,9 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from device.fleet.topics import device_subscriptions
 from emulator.mqtt.codec import Connect, Publish
@@ -151,8 +153,9 @@ def _emit(message: dict) -> None:
     sys.stdout.flush()
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fleet = Fleet(args)
+async def _serve(args: argparse.Namespace, make: Callable[[argparse.Namespace], Any]) -> None:
+    """The JSON-lines conversation with the parent, for any fleet with connect_all, stats and close_all."""
+    fleet = make(args)
     _emit(await fleet.connect_all())
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -167,9 +170,10 @@ async def _serve(args: argparse.Namespace) -> None:
     _emit({**fleet.stats(), "event": "closed"})
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__)
-    parser.add_argument("--mode", choices=("hub", "mosquitto"), default="hub")
+def parse_args(argv: list[str] | None = None, *, prog: str = "python -m bench.fleet", description: str | None = __doc__,
+               modes: tuple[str, ...] = ("hub", "mosquitto")) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--mode", choices=modes, default="hub")
     parser.add_argument("--host", required=True, help="address to dial")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ca", default=None, help="CA PEM to trust; TLS when given")
@@ -185,14 +189,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def run_fleet_process(args: argparse.Namespace, make: Callable[[argparse.Namespace], Any]) -> None:
     _raise_fd_limit()
-    shrink_tls_read_buffers()
     try:
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, make))
     except KeyboardInterrupt:
         pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    shrink_tls_read_buffers()
+    run_fleet_process(parse_args(argv), Fleet)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ssl
-import sys
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from device.fleet.topics import device_subscriptions
 from hubsettings import build_token
 
 from .device_behaviour import DESIRED_PATCH, device_id, hub_reply, reported_ack
-from .fleet import KEEPALIVE_SECONDS, TOKEN_TTL_SECONDS, TWIN_ANSWER_OK, Counters, _emit, _own_rss, _raise_fd_limit
+from .fleet import KEEPALIVE_SECONDS, TOKEN_TTL_SECONDS, TWIN_ANSWER_OK, Counters, _own_rss, parse_args, run_fleet_process
 
 
 class PahoFleet:
@@ -34,6 +33,7 @@ class PahoFleet:
         self.context = ssl.create_default_context(cafile=args.ca)
         self.loop = asyncio.get_running_loop()
         self._next_rid = 0
+        self._misc: asyncio.Task | None = None
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         reply = hub_reply(message.topic)
@@ -86,15 +86,22 @@ class PahoFleet:
         started = time.perf_counter()
         failures = [f for f in [await self._connect_one(i) for i in range(self.args.start, self.args.start + self.args.count)]
                     if f]
+        self._misc = asyncio.get_running_loop().create_task(self._keepalive())
         return {"event": "connected", "connected": len(self.clients), "failed": len(failures),
                 "first_error": failures[0] if failures else None, "seconds": time.perf_counter() - started,
                 "rss_before_bytes": rss_before}
 
-    async def keepalive(self) -> None:
+    async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(1)
             for client in self.clients:
                 client.loop_misc()
+
+    async def close_all(self) -> None:
+        if self._misc is not None:
+            self._misc.cancel()
+        for client in self.clients:
+            client.disconnect()
 
     def stats(self) -> dict:
         return {"event": "stats", "methods": self.counters.methods, "patches": self.counters.patches,
@@ -102,40 +109,11 @@ class PahoFleet:
                 "rss_bytes": _own_rss()}
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fleet = PahoFleet(args)
-    _emit(await fleet.connect_all())
-    misc = asyncio.create_task(fleet.keepalive())
-    reader = asyncio.StreamReader()
-    await fleet.loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = (await reader.readline()).decode().strip()
-        if line == "stats":
-            _emit(fleet.stats())
-        elif line in ("quit", ""):
-            break
-    misc.cancel()
-    for client in fleet.clients:
-        client.disconnect()
-    _emit({**fleet.stats(), "event": "closed"})
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.paho_fleet", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--ca", required=True)
-    parser.add_argument("--hub-host-name", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--prefix", default="dev-")
-    parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--count", type=int, required=True)
-    args = parser.parse_args(argv)
-    _raise_fd_limit()
-    try:
-        asyncio.run(_serve(args))
-    except KeyboardInterrupt:
-        pass
+    args = parse_args(argv, prog="python -m bench.paho_fleet", description=__doc__.split("\n\n")[0], modes=("hub",))
+    if not args.ca:
+        raise SystemExit("python -m bench.paho_fleet: --ca is required (devices use TLS)")
+    run_fleet_process(args, PahoFleet)
 
 
 if __name__ == "__main__":
