@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from device.fleet.topics import device_subscriptions
-from emulator.mqtt.codec import Connect, Publish
+from mqttcodec import Connect, Publish
 from hubsettings import build_token
 
 from .device_behaviour import (DESIRED_PATCH, device_id, hub_reply, reference_reply, reference_request_filter,

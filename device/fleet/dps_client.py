@@ -17,7 +17,7 @@ from typing import Any
 
 from azure.iot.device import exceptions as sdk_errors
 
-from emulator.mqtt.codec import Connect, Publish
+from mqttcodec import Connect, Publish
 from hubsettings import ProvisioningSettings, build_token
 from hubsettings.connection_string import split_host_port
 

@@ -19,7 +19,7 @@ from typing import Any
 from azure.iot.device import Message, MethodRequest
 from azure.iot.device import exceptions as sdk_errors
 
-from emulator.mqtt.codec import (
+from mqttcodec import (
     CONNACK_BAD_CREDENTIALS,
     CONNACK_NOT_AUTHORIZED,
     CONNACK_SERVER_UNAVAILABLE,

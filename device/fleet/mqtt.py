@@ -1,4 +1,4 @@
-"""One MQTT 3.1.1 client connection over asyncio, on the emulator's sans-I/O codec (emulator.mqtt.codec).
+"""One MQTT 3.1.1 client connection over asyncio, on the emulator's sans-I/O codec (mqttcodec).
 
 Light on purpose: one asyncio.Protocol per connection, no threads, no per-connection tasks, so one
 process holds 10,000 device connections. `open_connection()` dials (TLS or plain), sends CONNECT and
@@ -12,7 +12,7 @@ import asyncio
 import ssl
 from collections.abc import Callable
 
-from emulator.mqtt.codec import (
+from mqttcodec import (
     Connack,
     Connect,
     Disconnect,

@@ -19,7 +19,7 @@ from hubsettings.sas import SasError, SasToken, parse_token
 
 from ..hub import Hub, HubError
 from .front_common import ClientConnection, RefusedConnect, Violation, parse_json, parse_topic_query
-from .packets import CONNACK_IDENTIFIER_REJECTED
+from mqttcodec.packets import CONNACK_IDENTIFIER_REJECTED
 from .session import MessageReceived
 
 log = logging.getLogger("emulator.mqtt")

@@ -8,7 +8,7 @@ import json
 import urllib.parse
 from typing import Any, Protocol
 
-from .packets import CONNACK_NOT_AUTHORIZED
+from mqttcodec.packets import CONNACK_NOT_AUTHORIZED
 from .session import ServerConnection
 
 __all__ = ["ClientConnection", "RefusedConnect", "Violation", "parse_topic_query", "parse_properties", "parse_json"]

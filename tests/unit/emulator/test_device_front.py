@@ -6,7 +6,7 @@ import json
 import pytest
 
 from emulator.hub import FakeClock, Hub
-from emulator.mqtt.codec import (Connack, Connect, Disconnect, PacketReader, Puback, Publish, Suback, Subscribe,
+from mqttcodec import (Connack, Connect, Disconnect, PacketReader, Puback, Publish, Suback, Subscribe,
                                  encode)
 from emulator.mqtt.device_front import DeviceFront
 from emulator.mqtt.session import ServerConnection

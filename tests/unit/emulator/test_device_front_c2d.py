@@ -3,7 +3,7 @@ property bag, only to a subscribed device, completed by its PUBACK, resent after
 
 import urllib.parse
 
-from emulator.mqtt.codec import Connack, Disconnect, Puback, Publish, Subscribe
+from mqttcodec import Connack, Disconnect, Puback, Publish, Subscribe
 
 from .test_device_front import KEY, FakeClient, clock, connected, front, hub, hub_connect  # noqa: F401
 

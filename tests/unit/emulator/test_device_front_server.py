@@ -11,7 +11,7 @@ import pytest
 
 from emulator.certs import ensure_certificates, server_ssl_context
 from emulator.hub import Hub
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
+from mqttcodec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
 from emulator.mqtt.device_front import DeviceFront
 from emulator.mqtt.server import AddressInUse, MqttServer
 from hubsettings import build_token, wellknown

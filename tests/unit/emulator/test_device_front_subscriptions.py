@@ -8,7 +8,7 @@ import pytest
 
 from emulator import store as store_kinds
 from emulator.hub import DeviceNotOnline, FakeClock, Hub
-from emulator.mqtt.codec import Connack, Connect, Disconnect, Publish, Subscribe, Unsubscribe
+from mqttcodec import Connack, Connect, Disconnect, Publish, Subscribe, Unsubscribe
 from emulator.mqtt.device_front import DeviceFront
 from emulator.store import SqliteStore
 

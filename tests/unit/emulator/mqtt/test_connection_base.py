@@ -2,7 +2,7 @@
 packets pipelined behind CONNECT, and the keepalive sweep."""
 
 from emulator.hub import FakeClock, Hub
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Publish, encode
+from mqttcodec import Connack, Connect, PacketReader, Publish, encode
 from emulator.mqtt.connection_base import ClientConnectionBase
 from emulator.mqtt.device_front import DeviceFront
 from emulator.mqtt.server import _ClientProtocol

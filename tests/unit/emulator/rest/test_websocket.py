@@ -8,7 +8,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
+from mqttcodec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
 from emulator.mqtt.device_front import DeviceFront
 from emulator.rest import create_app
 from hubsettings import wellknown
