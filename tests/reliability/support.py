@@ -20,6 +20,7 @@ from typing import Any
 import requests
 
 from emulator.mqtt.codec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
+from emulator.rest.app import ROUTES
 from hubsettings import build_token, wellknown
 
 WAIT = 30.0  # generous bound on a loaded 2-core machine; never reached when things work
@@ -176,6 +177,18 @@ class RawDevice:
 def reply_status(packet: Publish) -> int:
     """`$iothub/twin/res/{status}/?$rid=..` -> status."""
     return int(packet.topic.split("/")[3])
+
+
+def service_routes() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(verb, path template, rights any one of which grants it) of every service route, read from the REST
+    front's routing table, so a route added there is covered by every test that walks them."""
+    return [(verb, path, tuple(rights)) for verb, path, _, rights in ROUTES]
+
+
+def concrete_path(template: str, device_id: str, job_id: str) -> str:
+    """A route's path template with its placeholders filled: job routes take the job id, others the device's."""
+    value = job_id if template.startswith("/jobs") else device_id
+    return template.replace("{deviceId}", device_id).replace("{id}", value)
 
 
 class Rest:
