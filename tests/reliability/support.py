@@ -191,6 +191,22 @@ def concrete_path(template: str, device_id: str, job_id: str) -> str:
     return template.replace("{deviceId}", device_id).replace("{id}", value)
 
 
+def route_bodies(device_id: str, job_id: str) -> dict[tuple[str, str], Any]:
+    """A valid body for each route that takes one, keyed by verb and path template. A route added to the
+    routing table without a body here is still walked (and still refused before its body is read)."""
+    desired = {"properties": {"desired": {"hacked": True}}}
+    return {
+        ("PUT", "/devices/{id}"): {"deviceId": device_id},
+        ("POST", "/devices/query"): {"query": "SELECT * FROM devices"},
+        ("PATCH", "/twins/{id}"): desired,
+        ("PUT", "/twins/{id}"): desired,
+        ("POST", "/twins/{deviceId}/methods"): {"methodName": "reboot", "payload": {}, "responseTimeoutInSeconds": 5},
+        ("PUT", "/jobs/v2/{id}"): {"jobId": job_id, "type": "scheduleUpdateTwin", "queryCondition": "*",
+                                   "updateTwin": {**desired, "etag": "*"}, "startTime": "2020-01-01T00:00:00Z",
+                                   "maxExecutionTimeInSeconds": 60},
+    }
+
+
 class Rest:
     """Signed HTTPS calls to the emulator's REST front, as the SDK makes them (new token per call)."""
 

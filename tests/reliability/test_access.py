@@ -20,7 +20,8 @@ from emulator.mqtt.codec import CONNACK_NOT_AUTHORIZED, SUBACK_FAILURE, Publish
 from hubsettings import build_token, wellknown
 
 from .conftest import new_key
-from .support import RawDevice, concrete_path, device_connect, device_token, service_routes, service_token
+from .support import (RawDevice, concrete_path, device_connect, device_token, route_bodies, service_routes,
+                      service_token)
 
 
 async def _connack(emulator, connect) -> tuple[int, RawDevice]:
@@ -128,25 +129,9 @@ async def test_a_device_cannot_publish_on_another_devices_topics(emulator):
 
 # ---- service API over HTTPS ------------------------------------------------------------------------
 
-#: Bodies for the routes that take one (keyed by verb and path template); a route added to the routing table
-#: without a body here is still walked, and still refused before its body is read.
-def _bodies(device_id: str, job_id: str) -> dict[tuple[str, str], object]:
-    desired = {"properties": {"desired": {"hacked": True}}}
-    return {
-        ("PUT", "/devices/{id}"): {"deviceId": device_id},
-        ("POST", "/devices/query"): {"query": "SELECT * FROM devices"},
-        ("PATCH", "/twins/{id}"): desired,
-        ("PUT", "/twins/{id}"): desired,
-        ("POST", "/twins/{deviceId}/methods"): {"methodName": "reboot", "payload": {}, "responseTimeoutInSeconds": 5},
-        ("PUT", "/jobs/v2/{id}"): {"jobId": job_id, "type": "scheduleUpdateTwin", "queryCondition": "*",
-                                   "updateTwin": {**desired, "etag": "*"}, "startTime": "2020-01-01T00:00:00Z",
-                                   "maxExecutionTimeInSeconds": 60},
-    }
-
-
 def _routes(device_id: str, job_id: str) -> list[tuple[str, str, object, tuple[str, ...]]]:
     """(verb, concrete path, body, accepted rights) of every route in the REST front's routing table."""
-    bodies = _bodies(device_id, job_id)
+    bodies = route_bodies(device_id, job_id)
     return [(verb, concrete_path(template, device_id, job_id), bodies.get((verb, template)), rights)
             for verb, template, rights in service_routes()]
 
@@ -213,8 +198,8 @@ def test_every_route_checks_the_policys_rights(emulator, policies_with_one_right
     rest = emulator.rest()
     for verb, template, rights in service_routes():
         device_id, _ = emulator.add_device("rights")  # a fresh device: the granted call may delete it
-        path, body = concrete_path(template, device_id, f"job-{device_id}"), _bodies(device_id, f"job-{device_id}")
-        body = body.get((verb, template))
+        path = concrete_path(template, device_id, f"job-{device_id}")
+        body = route_bodies(device_id, f"job-{device_id}").get((verb, template))
         assert rest.call(verb, path, json_body=body, authorization="").status_code == 401, (verb, template)
         lacking = [name for name, held in policies.items() if not set(held) & set(rights)]
         holding = [name for name, held in policies.items() if set(held) & set(rights)]
