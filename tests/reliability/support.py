@@ -47,11 +47,13 @@ def device_connect(host: str, device_id: str, password: str, *, client_id: str |
 
 @dataclass
 class RawDevice:
-    """One MQTT/TLS connection. `packets` collects what the hub sends; QoS 1 publishes are PUBACKed."""
+    """One MQTT/TLS connection. `packets` collects what the hub sends; QoS 1 publishes are PUBACKed unless
+    `auto_puback` is off (a device that dies before acknowledging)."""
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     packets: list[Any] = field(default_factory=list)
+    auto_puback: bool = True
     closed: bool = False
     _decoder: PacketReader = field(default_factory=lambda: PacketReader(1024 * 1024))
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,10 +71,12 @@ class RawDevice:
 
     @classmethod
     async def connected(cls, emulator: Any, device_id: str, key: str, *,
-                        subscribe: tuple[str, ...] = SDK_SUBSCRIPTIONS, **connect_options: Any) -> RawDevice:
+                        subscribe: tuple[str, ...] = SDK_SUBSCRIPTIONS, auto_puback: bool = True,
+                        **connect_options: Any) -> RawDevice:
         """Open, CONNECT with a token signed by `key`, wait for CONNACK 0, then subscribe to `subscribe`
         (methods and desired patches, as a device with both handlers set) and wait for the SUBACK."""
         device = await cls.open(emulator.address, emulator.ca_pem, emulator.host_name)
+        device.auto_puback = auto_puback
         token = device_token(emulator.host_name, device_id, key)
         return_code = await device.connect(device_connect(emulator.host_name, device_id, token, **connect_options))
         assert return_code == 0, f"{device_id}: CONNACK {return_code}"
@@ -85,7 +89,7 @@ class RawDevice:
         try:
             while data := await self.reader.read(65536):
                 for packet in self._decoder.feed(data):
-                    if isinstance(packet, Publish) and packet.qos == 1:
+                    if isinstance(packet, Publish) and packet.qos == 1 and self.auto_puback:
                         self.writer.write(encode(Puback(packet.packet_id)))
                     self.packets.append(packet)
                 self._arrived.set()
@@ -153,8 +157,12 @@ class RawDevice:
             except asyncio.TimeoutError:
                 pass
 
+    async def acknowledged(self, packet_id: int, timeout: float = WAIT) -> bool:
+        """Wait for the PUBACK of `packet_id`; False when the connection closes first."""
+        return await self.expect(lambda p: isinstance(p, Puback) and p.packet_id == packet_id, timeout) is not None
+
     async def expect_reply(self, rid: str, timeout: float = WAIT) -> Publish | None:
-        return await self.expect(lambda p: isinstance(p, Publish) and f"$rid={rid}" in p.topic, timeout)
+        return await self.expect(lambda p: isinstance(p, Publish) and rid_of(p.topic) == rid, timeout)
 
     async def wait_closed(self, timeout: float = WAIT) -> bool:
         await asyncio.wait_for(self._pump, timeout)
@@ -172,6 +180,16 @@ class RawDevice:
             pass
         if self._pump:
             self._pump.cancel()
+
+
+def rid_of(topic: str) -> str | None:
+    """The `$rid` of a request or answer topic, exactly (`$rid=1` is not `$rid=12`)."""
+    query = topic.partition("?")[2]
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "$rid":
+            return value
+    return None
 
 
 def reply_status(packet: Publish) -> int:
