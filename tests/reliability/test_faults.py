@@ -464,3 +464,53 @@ async def test_sigkill_with_patches_methods_and_telemetry_in_flight_loses_nothin
             assert not [p for p in again.packets if is_method_request(p)], device_id
         finally:
             await again.close()
+
+
+def test_an_sdk_device_reconnects_by_itself_and_rereads_desired_changes_made_while_away(hub):
+    """azure-iot-device's own client, never restarted: the emulator is SIGKILLed, comes back on another
+    MQTT port while three desired changes are made (the device cannot reach it: it is away), then returns
+    on its own port. The client reconnects by itself, re-reads its twin, and hands the whole changed
+    desired document to its handler (the SDK does that when desired.$version moved)."""
+    from azure.iot.device import IoTHubDeviceClient  # the SDK is a test dependency; import only here
+
+    rest = rest_of(hub)
+    device_id, key = register(rest, "sdk")
+    assert rest.call("PATCH", f"/twins/{device_id}",
+                     json_body={"properties": {"desired": {"brightness": 1}}}).status_code == 200
+    client = IoTHubDeviceClient.create_from_connection_string(
+        wellknown.device_connection_string(hub.host_name, device_id, key), server_verification_cert=hub.ca_pem,
+        connection_retry_interval=1)
+    deliveries: list[dict] = []
+    client.on_twin_desired_properties_patch_received = deliveries.append
+    try:
+        client.connect()
+        wait_for(lambda: deliveries, what="the desired document after connecting")
+        sigkill(hub)
+        wait_for(lambda: not client.connected, what="the client to notice the emulator died")
+
+        hub.extra_args = ("--mqtt-port", str(AWAY_MQTT_PORT))
+        hub.start()
+        rest = rest_of(hub)
+        for patch in ({"brightness": 5}, {"building": "b42"}, {"brightness": 8, "floor": 3}):
+            response = rest.call("PATCH", f"/twins/{device_id}", json_body={"properties": {"desired": patch}})
+            assert response.status_code == 200, response.text
+        changed = rest.call("GET", f"/twins/{device_id}").json()["properties"]["desired"]["$version"]
+        assert not client.connected
+        assert hub.stop() == 0
+        hub.extra_args = ()
+        delivered_before = len(deliveries)
+        hub.start()
+
+        wait_for(lambda: client.connected, timeout=WAIT, what="the client to reconnect by itself")
+        wait_for(lambda: any(d.get("$version") == changed for d in deliveries[delivered_before:]),
+                 timeout=WAIT, what="the changed desired document handed to the handler")
+        reread = next(d for d in deliveries[delivered_before:] if d.get("$version") == changed)
+        assert {k: reread.get(k) for k in ("brightness", "building", "floor")} == {
+            "brightness": 8, "building": "b42", "floor": 3}
+        client.patch_twin_reported_properties({"brightness": 8})  # the reconnected client is fully usable
+        assert rest.call("GET", f"/twins/{device_id}").json()["properties"]["reported"]["brightness"] == 8
+    finally:
+        client.shutdown()
+
+
+AWAY_MQTT_PORT = 18883  # on the test's own loopback address: the devices only know 8883
