@@ -19,7 +19,8 @@ import requests
 from click.testing import CliRunner
 
 from emulator.rest.app import ROUTES, THROTTLE_CLASSES
-from emulator.rest.throttle import JOBS, METER_BYTES, METHODS, QUERIES, TIERS, TWIN_READS, TWIN_UPDATES, Throttle, Throttled
+from emulator.rest.throttle import (JOBS, METER_BYTES, METHODS, QUERIES, TIERS, TWIN_READS, TWIN_UPDATES, Throttle,
+                                    Throttled)
 from emulator.testing import EmulatorProcess
 from hubsettings import wellknown
 from service.cli import cli
