@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from proton import Collector, Condition, Connection, Delivery, Event, Link, Message, Transport
 
+from .frames import FramePadder
 from .sasl import SaslError, SaslIdentity, SaslServer
 
 log = logging.getLogger("emulator.amqp")
@@ -44,10 +45,11 @@ class Outcome:
 class Refused(Exception):
     """An attach (or a message) the endpoints refuse: an AMQP error condition and a description."""
 
-    def __init__(self, condition: str, description: str):
+    def __init__(self, condition: str, description: str, info: dict | None = None):
         super().__init__(description)
         self.condition = condition
         self.description = description
+        self.info = info  # the error's info map (a redirect's host and address)
 
 
 class LinkHandler(Protocol):
@@ -104,6 +106,7 @@ class AmqpConnection:
         self._collector = Collector()
         self._connection.collect(self._collector)
         self._transport.bind(self._connection)
+        self._padder = FramePadder()  # full performatives, which azure-eventhub's pyamqp needs
         self._handlers: dict[Link, LinkHandler] = {}
         self._tags = itertools.count(1)
         self._closed = False
@@ -163,7 +166,7 @@ class AmqpConnection:
             pending = self._transport.pending()
             if pending <= 0:
                 break
-            chunks.append(bytes(self._transport.peek(pending)))
+            chunks.append(self._padder.feed(bytes(self._transport.peek(pending))))
             self._transport.pop(pending)
         if self._transport.closed or self._transport.capacity() < 0:
             # Both ends done, or proton stopped reading (the peer closed, or sent a frame it could not
@@ -253,7 +256,7 @@ class AmqpConnection:
             log.info("%s: refused a link to '%s': %s (%s)", self.peer, (address or "")[:200],
                      refused.description, refused.condition)
             link.open()
-            link.condition = Condition(refused.condition, refused.description)
+            link.condition = Condition(refused.condition, refused.description, refused.info)
             link.close()
             return
         self._handlers[link] = handler

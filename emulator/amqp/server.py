@@ -82,7 +82,9 @@ class AmqpServer:
                                    "emulator or program listens there); stop it, or choose another "
                                    "--address or --amqp-port") from None
             raise
-        return self._server.sockets[0].getsockname()[1]
+        bound = self._server.sockets[0].getsockname()[1]
+        self.endpoints.event_hubs.port = bound  # where the redirect sends Event Hubs clients
+        return bound
 
     async def stop(self) -> None:
         if self._server:

@@ -41,8 +41,6 @@ class EmulatorProcess:
     it --in-memory (a restart then starts empty). extra_args: more command-line options.
     """
 
-    event_hub_connection_string: str | None = None  # as Emulator.event_hub_connection_string
-
     def __init__(self, address: str | None = None, data_dir: str | Path | None = None, *,
                  extra_args: Sequence[str] = (), start_timeout: float = 30):
         self._chosen_address = address
@@ -58,6 +56,11 @@ class EmulatorProcess:
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.info: EmulatorInfo | None = None
+
+    @property
+    def event_hub_connection_string(self) -> str | None:
+        """As Emulator.event_hub_connection_string (from the discovery file; None before it starts)."""
+        return (self.info.event_hub_connection_string or None) if self.info else None
 
     # ---- where it is -----------------------------------------------------------------------------
     @property
