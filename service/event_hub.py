@@ -67,11 +67,12 @@ def discover(settings: ServiceSettings, *, timeout: float = 30) -> EventHubEndpo
     from uamqp import authentication, errors
 
     cs = settings.connection_string
-    host, hub_name = cs.host, cs.host.split(".", 1)[0]
+    host = cs.host
     token = build_token(cs.host_name, cs.shared_access_key or "", ttl=TOKEN_TTL_S, policy=cs.shared_access_key_name)
     verify = str(settings.ca_file) if settings.ca_file and settings.ca_file.is_file() else None
-    auth = authentication.SASLPlain(host, f"{cs.shared_access_key_name}@sas.root.{hub_name}", token,
-                                    port=AMQPS_PORT, verify=verify)
+    # CBS (a put-token the hub answers 401 with its reason), as the az extension does.
+    auth = authentication.SASTokenAuth(cs.host_name, f"amqps://{host}/{REDIRECT_SOURCE}", token,
+                                       expires_at=time.time() + TOKEN_TTL_S, port=AMQPS_PORT, verify=verify)
     client = uamqp.ReceiveClient(f"amqps://{host}/{REDIRECT_SOURCE}", auth=auth, timeout=int(timeout * 1000),
                                  prefetch=1)
     try:
