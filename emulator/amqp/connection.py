@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from proton import Collector, Condition, Connection, Delivery, Event, Link, Message, Transport
 
-from .frames import FramePadder
+from .frames import EndedChannelFilter, FramePadder
 from .sasl import SaslError, SaslIdentity, SaslServer
 
 log = logging.getLogger("emulator.amqp")
@@ -107,6 +107,7 @@ class AmqpConnection:
         self._connection.collect(self._collector)
         self._transport.bind(self._connection)
         self._padder = FramePadder()  # full performatives, which azure-eventhub's pyamqp needs
+        self._incoming = EndedChannelFilter()
         self._handlers: dict[Link, LinkHandler] = {}
         self._tags = itertools.count(1)
         self._closed = False
@@ -143,6 +144,7 @@ class AmqpConnection:
         self._push(data)
 
     def _push(self, data: bytes) -> None:
+        data = self._incoming.feed(data)
         while data and not self._closed:
             capacity = self._transport.capacity()
             if capacity < 0:

@@ -15,6 +15,7 @@ AMQP_HEADER = b"AMQP"
 # Performative descriptor (smallulong) -> number of fields in the AMQP 1.0 spec.
 FIELD_COUNTS = {0x10: 10, 0x11: 8, 0x12: 14, 0x13: 11, 0x14: 11, 0x15: 6, 0x16: 3, 0x17: 1, 0x18: 1}
 NULL = b"\x40"
+MAX_FRAME_BYTES = 16 * 1024 * 1024  # beyond this a "frame" is not buffered here but handed to proton
 
 
 def pad_performative(body: bytes) -> bytes:
@@ -43,6 +44,29 @@ def pad_performative(body: bytes) -> bytes:
     return body[:3] + encoded + rest
 
 
+def split_frames(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Whole frames (and protocol headers) at the start of `buffer`, and the incomplete rest."""
+    frames = []
+    position = 0
+    while len(buffer) - position >= 8:
+        if buffer[position:position + 4] == AMQP_HEADER:
+            size = 8
+        else:
+            size = struct.unpack(">I", buffer[position:position + 4])[0]
+            if not 8 <= size <= MAX_FRAME_BYTES:  # not a frame we wait for: hand it on whole, proton refuses it
+                frames.append(buffer[position:])
+                return frames, b""
+        if len(buffer) - position < size:
+            break
+        frames.append(buffer[position:position + size])
+        position += size
+    return frames, buffer[position:]
+
+
+def _is_amqp_frame(frame: bytes) -> bool:
+    return len(frame) >= 8 and frame[:4] != AMQP_HEADER and frame[5] == 0 and frame[4] >= 2
+
+
 class FramePadder:
     """Stateful: feed proton's output bytes, get them back with padded performatives."""
 
@@ -50,30 +74,39 @@ class FramePadder:
         self._pending = b""
 
     def feed(self, data: bytes) -> bytes:
-        buffer = self._pending + data
+        frames, self._pending = split_frames(self._pending + data)
         out = []
-        position = 0
-        while True:
-            if buffer[position:position + 4] == AMQP_HEADER:
-                if len(buffer) - position < 8:
-                    break
-                out.append(buffer[position:position + 8])
-                position += 8
-                continue
-            if len(buffer) - position < 8:
-                break
-            size = struct.unpack(">I", buffer[position:position + 4])[0]
-            if size < 8 or len(buffer) - position < size:
-                if size < 8:  # not a frame we understand: pass the rest through unchanged
-                    out.append(buffer[position:])
-                    position = len(buffer)
-                break
-            header_end = position + buffer[position + 4] * 4
-            body = pad_performative(buffer[header_end:position + size]) if buffer[position + 5] == 0 else \
-                buffer[header_end:position + size]
-            header = bytearray(buffer[position:header_end])
-            header[0:4] = struct.pack(">I", len(header) + len(body))
-            out.append(bytes(header) + body)
-            position += size
-        self._pending = buffer[position:]
+        for frame in frames:
+            if _is_amqp_frame(frame):
+                header_end = frame[4] * 4
+                body = pad_performative(frame[header_end:])
+                frame = struct.pack(">I", header_end + len(body)) + frame[4:header_end] + body
+            out.append(frame)
         return b"".join(out)
+
+
+class EndedChannelFilter:
+    """Stateful: drops the frames a client sends on a channel after its own `end` on it (azure-eventhub
+    detaches its links after ending their session when it closes). Azure ignores them; proton would
+    close the whole connection with "no such channel"."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._ended: set[int] = set()
+
+    def feed(self, data: bytes) -> bytes:
+        frames, self._pending = split_frames(self._pending + data)
+        kept = []
+        for frame in frames:
+            if _is_amqp_frame(frame) and len(frame) > frame[4] * 4 + 2:
+                channel = struct.unpack(">H", frame[6:8])[0]
+                body = frame[frame[4] * 4:]
+                code = body[2] if body[0] == 0x00 and body[1] == 0x53 else None
+                if code == 0x11:  # begin
+                    self._ended.discard(channel)
+                elif channel in self._ended:
+                    continue
+                elif code == 0x17:  # end
+                    self._ended.add(channel)
+            kept.append(frame)
+        return b"".join(kept)
