@@ -114,6 +114,9 @@ def event_message(event: TelemetryMessage) -> Message:
         symbol("x-opt-offset"): str(event.offset),
         symbol("x-opt-enqueued-time"): enqueued,
     }
+    stamped_if_set = {"dt-dataschema": event.model_id, "dt-subject": system.get("$.sub"),
+                      "iothub-creation-time-utc": system.get("$.ctime")}
+    message.annotations.update({symbol(k): v for k, v in stamped_if_set.items() if v})
     return message
 
 

@@ -444,7 +444,8 @@ class Hub:
         self._touch(device_id)
         device = self.registry.find(device_id)
         message = TelemetryMessage(device_id, body, dict(properties or {}), dict(system_properties or {}),
-                                   self._clock(), generation_id=device.generation_id if device else "")
+                                   self._clock(), generation_id=device.generation_id if device else "",
+                                   model_id=device.model_id if device else "")
         return self.telemetry.add(message)
 
     # ---- direct methods --------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class TelemetryMessage:
     enqueued_time: float = 0.0
     auth_method: str = SAS_AUTH_METHOD
     generation_id: str = ""
+    model_id: str = ""  # the IoT Plug and Play model the device announced (stamped as dt-dataschema)
     # Where the log put it (set when appended):
     partition: int = 0
     sequence_number: int = -1

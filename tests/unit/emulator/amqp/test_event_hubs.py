@@ -71,6 +71,17 @@ def test_a_message_is_stamped_as_iothub_stamps_it():
     assert '"type":"sas"' in annotations["iothub-connection-auth-method"]
     assert annotations["iothub-enqueuedtime"] == annotations["x-opt-enqueued-time"] == 1_700_000_000_500
     assert (annotations["x-opt-sequence-number"], annotations["x-opt-offset"]) == (0, "0")
+    assert "dt-dataschema" not in annotations and "dt-subject" not in annotations
+
+
+def test_plug_and_play_model_component_and_creation_time_are_stamped_when_present():
+    event = Partition(0, 10).append(TelemetryMessage(
+        "pnp", b"{}", system_properties={"$.sub": "thermostat1", "$.ctime": "2024-05-01T12:00:00Z"},
+        model_id="dtmi:com:example:TemperatureController;2"))
+    annotations = event_message(event).annotations
+    assert annotations["dt-dataschema"] == "dtmi:com:example:TemperatureController;2"
+    assert annotations["dt-subject"] == "thermostat1"
+    assert annotations["iothub-creation-time-utc"] == "2024-05-01T12:00:00Z"
 
 
 def test_connection_string_and_entity_name():
