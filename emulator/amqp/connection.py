@@ -115,6 +115,9 @@ class AmqpConnection:
         self.close_reason: str | None = None
         self.grants: Any = None  # the endpoints' record of what this connection proved (tokens)
         self.wake: Callable[[], None] = lambda: None  # the listener sets it: write out data_to_send()
+        # The socket's write buffer is full (the peer reads slower than we send): sender links that
+        # push on their own (partition readers) wait for resume() instead of filling memory.
+        self.paused = False
 
     @property
     def identity(self) -> SaslIdentity | None:
@@ -325,6 +328,15 @@ class AmqpConnection:
         if settled:
             delivery.settle()
         return delivery
+
+    def resume(self) -> None:
+        """The write buffer drained: let our sender links send again."""
+        self.paused = False
+        for link, handler in list(self._handlers.items()):
+            if link.is_sender:
+                handler.on_credit()
+        self._process()
+        self.wake()
 
     def process(self) -> None:
         """Run proton's pending events after a handler changed state outside an event (hub pushes)."""

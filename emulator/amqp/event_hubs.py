@@ -9,8 +9,9 @@
 - `messages/events/...` on the hub's own endpoint answers `amqp:link:redirect` to the address above,
   which is how the az extension and Microsoft's samples find the Event Hubs-compatible endpoint.
 
-A reader sends only as many messages as the client's link credit allows and keeps no queue of its own
-(it holds a position in the log), so a slow or stalled consumer never holds back devices or others.
+A reader sends only as many messages as the client's link credit allows, and none while the socket's
+write buffer is full; it keeps no queue of its own (it holds a position in the log), so a slow or
+stalled consumer never holds back devices or others, and costs no memory beyond its buffer.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class PartitionReader:
         self._stop_listening = partition.on_append(self._appended)
 
     def _appended(self) -> None:
-        if self._link.credit > 0:
+        if self._link.credit > 0 and not self._connection.paused:
             self.on_credit()
             self._connection.process()
             self._connection.wake()
@@ -142,7 +143,7 @@ class PartitionReader:
 
     def on_credit(self) -> None:
         credit = self._link.credit
-        if credit <= 0:
+        if credit <= 0 or self._connection.paused:
             return
         for event in self._partition.read(self.position, credit):
             self._connection.send(self._link, event_message(event), settled=self._presettled)

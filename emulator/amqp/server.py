@@ -41,6 +41,14 @@ class _AmqpProtocol(asyncio.Protocol):
         assert self.pump is not None
         self.pump.feed(data)
 
+    def pause_writing(self) -> None:
+        if self.pump is not None:
+            self.pump.connection.paused = True
+
+    def resume_writing(self) -> None:
+        if self.pump is not None:
+            self.pump.connection.resume()
+
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)

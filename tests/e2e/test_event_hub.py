@@ -30,7 +30,7 @@ KEY = wellknown.POLICIES["iothubowner"][0]
 
 @pytest.fixture(scope="module")
 def hub():
-    with Emulator(consumer_groups=("analytics",)) as running:
+    with Emulator(consumer_groups=("analytics",), telemetry_capacity=5000) as running:
         yield running
 
 
@@ -316,6 +316,7 @@ def test_a_stalled_consumer_holds_back_neither_devices_nor_other_consumers(hub):
         readers = hub.call(lambda: [listener.__self__.position for listener in
                                     hub.hub.telemetry.partition(str(partition))._listeners])
         assert readers == [1]
-        assert stalled.receive(timeout=10).body == b"m0"
+        first = hub.call(lambda: hub.hub.telemetry.partition(str(partition)).messages()[0].body)
+        assert bytes(stalled.receive(timeout=10).body) == first  # the partition's oldest (maybe another device's)
     finally:
         connection.close()

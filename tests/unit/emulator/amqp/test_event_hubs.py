@@ -132,3 +132,49 @@ def test_frames_after_a_clients_end_on_that_channel_are_dropped_until_it_begins_
 
 def test_a_huge_declared_frame_size_is_not_buffered():
     assert EndedChannelFilter().feed(b"\xff\xff\xff\xff\x02\x00\x00\x00") == b"\xff\xff\xff\xff\x02\x00\x00\x00"
+
+
+class _Link:
+    def __init__(self, credit: int):
+        self.credit = credit
+        self.remote_snd_settle_mode = 1  # settled
+        self.sent: list[Message] = []
+
+
+class _Connection:
+    def __init__(self):
+        self.paused = False
+
+    def send(self, link, message, *, settled=False):
+        link.sent.append(message)
+        link.credit -= 1
+
+    def process(self):
+        pass
+
+    def wake(self):
+        pass
+
+
+def test_a_reader_sends_within_its_credit_and_nothing_while_the_socket_is_full():
+    from emulator.amqp.event_hubs import PartitionReader
+    partition = Partition(0, capacity=100)
+    connection, link = _Connection(), _Link(credit=3)
+    reader = PartitionReader(connection, link, partition, position=0)
+    for n in range(5):
+        partition.append(TelemetryMessage("d", f"m{n}".encode()))
+        partition.notify()
+    assert [m.body for m in link.sent] == [b"m0", b"m1", b"m2"] and reader.position == 3
+    link.credit = 10
+    connection.paused = True
+    reader.on_credit()
+    partition.append(TelemetryMessage("d", b"m5"))
+    partition.notify()
+    assert len(link.sent) == 3  # the write buffer is full: it waits
+    connection.paused = False
+    reader.on_credit()
+    assert [m.body for m in link.sent][3:] == [b"m3", b"m4", b"m5"]
+    reader.on_closed()
+    partition.append(TelemetryMessage("d", b"after"))
+    partition.notify()
+    assert len(link.sent) == 6
