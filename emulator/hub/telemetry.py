@@ -17,6 +17,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from .clock import iso_timestamp
@@ -49,7 +50,7 @@ class TelemetryMessage:
     sequence_number: int = -1
     offset: int = -1
 
-    @property
+    @cached_property
     def size(self) -> int:
         """What the message weighs in the log: its body and properties (for offsets and the byte bound)."""
         return (len(self.body) + sum(len(k) + len(v) for k, v in self.properties.items())
