@@ -26,6 +26,7 @@ from hubsettings.discovery import EmulatorInfo, discovery_path, emulator_home, r
 
 from .amqp.server import DEFAULT_PORT as AMQP_PORT
 from .amqp.event_hubs import event_hub_connection_string
+from .hub.telemetry import DEFAULT_CAPACITY as TELEMETRY_CAPACITY
 from .amqp.server import AmqpServer
 from .certs import CertificatePaths, ensure_certificates, server_ssl_context
 from .hub import Hub, MethodResult
@@ -68,7 +69,7 @@ class EmulatorConfig:
     in_memory: bool = False
     discovery_file: Path | None = None  # None: hubsettings.discovery_path() (IOTHUB_EMULATOR_DISCOVERY)
     write_discovery: bool = True
-    telemetry_capacity: int = 1000  # telemetry messages kept per partition of the Event Hubs-compatible endpoint
+    telemetry_capacity: int = TELEMETRY_CAPACITY  # messages kept per partition of the Event Hubs-compatible endpoint
     consumer_groups: tuple[str, ...] = ()  # created beside $Default on the Event Hubs-compatible endpoint
     extra_hosts: tuple[str, ...] = field(default_factory=tuple)  # more names for the server certificate
     # IoT Hub tier (F1, S1, S2, S3, B1..B3) whose service API throttles apply (429); None: no throttling.

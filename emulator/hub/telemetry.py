@@ -3,8 +3,9 @@
 A partitioned log (4 partitions, IoT Hub's default): a device's messages always land in the same
 partition (a hash of its id), each stamped with the partition's next sequence number, a byte offset and
 the time it was enqueued. Retention is bounded twice: by age (one day, IoT Hub's default) and by size
-per partition (the newest `capacity` messages and `MAX_PARTITION_BYTES`), so memory stays bounded; the
-log lives as long as the process (it is not persisted). Readers hold a position (a sequence number)
+per partition (the newest `capacity` messages and `MAX_PARTITION_BYTES`, about 30,000 small messages), so
+memory stays bounded (about 64 MB for 4 partitions); the log lives as long as the process (it is not
+persisted). Readers hold a position (a sequence number)
 and pull; the log never waits for them, so a stalled reader holds nothing back.
 """
 
@@ -22,10 +23,11 @@ from typing import Any
 
 from .clock import iso_timestamp
 
-DEFAULT_CAPACITY = 1000  # messages kept per partition
+DEFAULT_CAPACITY = 100_000  # messages kept per partition (the byte bound usually binds first)
 PARTITION_COUNT = 4
 RETENTION_SECONDS = 24 * 3600
-MAX_PARTITION_BYTES = 64 * 1024 * 1024
+MAX_PARTITION_BYTES = 16 * 1024 * 1024  # by `size`, which counts what a message costs in memory
+MESSAGE_OVERHEAD_BYTES = 512  # a retained message's Python objects beyond its body and properties
 DEFAULT_CONSUMER_GROUP = "$Default"
 MAX_CONSUMER_GROUPS = 20  # IoT Hub's limit per hub (standard tier)
 # Event Hubs' rule: letters, digits, periods, hyphens and underscores, starting and ending with a letter
@@ -54,7 +56,7 @@ class TelemetryMessage:
     def size(self) -> int:
         """What the message weighs in the log: its body and properties (for offsets and the byte bound)."""
         return (len(self.body) + sum(len(k) + len(v) for k, v in self.properties.items())
-                + sum(len(k) + len(v) for k, v in self.system_properties.items()) + 64)
+                + sum(len(k) + len(v) for k, v in self.system_properties.items()) + MESSAGE_OVERHEAD_BYTES)
 
     def to_json(self) -> dict[str, Any]:
         try:
