@@ -118,6 +118,7 @@ class AmqpConnection:
         # The socket's write buffer is full (the peer reads slower than we send): sender links that
         # push on their own (partition readers) wait for resume() instead of filling memory.
         self.paused = False
+        self._deferred: list[Callable[[], None]] = []
 
     @property
     def identity(self) -> SaslIdentity | None:
@@ -299,6 +300,13 @@ class AmqpConnection:
         delivery.settle()
         if link.credit < LINK_CREDIT // 2:
             link.flow(LINK_CREDIT - link.credit)
+        if self._deferred:
+            # Encode the request's disposition before the answers: uamqp's request/response client
+            # ($cbs, $management) fails an answer that arrives before it saw its request accepted.
+            self._transport.pending()
+            actions, self._deferred = self._deferred, []
+            for action in actions:
+                action()
 
     def _outcome(self, handler: LinkHandler | None, data: bytes | None) -> Outcome:
         if handler is None:
@@ -328,6 +336,10 @@ class AmqpConnection:
         if settled:
             delivery.settle()
         return delivery
+
+    def defer(self, action: Callable[[], None]) -> None:
+        """Run `action` once the message being handled is settled (to answer a request after it)."""
+        self._deferred.append(action)
 
     def resume(self) -> None:
         """The write buffer drained: let our sender links send again."""

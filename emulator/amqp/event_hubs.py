@@ -197,7 +197,7 @@ class ManagementRequests(InboundNode):
                         properties={"status-code": int32(status), "status-description": description})
         routes = _routes(self._connection)
         routes.pending.append((str(message.reply_to or ""), reply))
-        routes.flush(self._connection)
+        self._connection.defer(lambda: routes.flush(self._connection))
         return Outcome.accepted()
 
     def _answer(self, properties: dict[str, Any]) -> tuple[int, str, dict[str, Any] | None]:
