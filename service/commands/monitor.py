@@ -75,6 +75,7 @@ def monitor(device_id: str | None, with_properties: bool, consumer_group: str, s
     start = start.strip().lower() if start.strip().lower() in ("earliest", "latest") else start.strip()
     starting_position(start)  # a bad --start fails before any connection
     state = app_state()
+    state.hub()  # says on stderr which hub is used (human mode), as every command does
     settings, out = state.settings(), state.output()
     if event_hub_connection_string:
         endpoint = EventHubEndpoint.parse(event_hub_connection_string)
