@@ -4,7 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit test-e2e bench bench-deps emulator clean
+NODE_DIR := tests/conformance/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
+
+.PHONY: install demo test test-unit test-e2e test-conformance conformance-deps bench bench-deps emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required (found %s)" % sys.version.split()[0]'
@@ -18,9 +21,32 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m service demo
 
-## The whole test suite: unit and end-to-end.
-test: $(STAMP)
+## The whole test suite: unit, end-to-end, reliability and conformance (third-party clients).
+test: $(STAMP) conformance-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## Only the conformance part: the emulator driven by clients this project did not write (Node.js SDKs, mosquitto).
+test-conformance: $(STAMP) conformance-deps
+	$(PY) -m pytest -q tests/conformance $(PYTEST_ARGS)
+
+## What the conformance tests drive: Microsoft's Node.js SDKs (pinned, into $(NODE_DIR)/node_modules) and the
+## mosquitto command-line clients. Where one cannot be had this says so and the tests that need it skip.
+conformance-deps: $(NODE_STAMP)
+	@command -v mosquitto_rr >/dev/null || $(call apt_install,mosquitto-clients) || \
+	  echo "note: mosquitto-clients is not installed (its conformance tests will skip): install it with your package manager"
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || $(call apt_install,nodejs npm) || true
+	@if command -v npm >/dev/null; then \
+	  cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error || \
+	  echo "note: npm ci failed (offline?): the Node.js conformance tests will skip"; \
+	else echo "note: Node.js/npm is not installed (its conformance tests will skip): install nodejs and npm"; fi
+
+# apt-get install as root (or with password-less sudo), refreshing the package lists when a package is unknown.
+apt_install = { command -v apt-get >/dev/null && \
+  { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+    $$SUDO apt-get install -y -q $(1) >/dev/null 2>&1 || \
+    { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q $(1) >/dev/null; }; }; }
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
@@ -43,4 +69,4 @@ emulator: $(STAMP)
 	$(PY) -m emulator
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info $(NODE_DIR)/node_modules

@@ -166,9 +166,16 @@ def ensure_certificates(cert_dir: Path, hosts: Iterable[str] = ()) -> Certificat
     return paths
 
 
-def server_ssl_context(paths: CertificatePaths) -> ssl.SSLContext:
+class ServerContext(ssl.SSLContext):
+    """An SSLContext that knows which CA file clients must trust (for the listeners' hints)."""
+
+    ca_file: str = ""
+
+
+def server_ssl_context(paths: CertificatePaths) -> ServerContext:
     """TLS 1.2+ server context with the emulator's certificate (and the CA as its chain)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = ServerContext(ssl.PROTOCOL_TLS_SERVER)
+    context.ca_file = str(paths.ca_cert)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(paths.server_cert, paths.server_key)
     return context

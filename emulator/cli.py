@@ -1,4 +1,5 @@
-"""`iothub-emulator` / `python -m emulator`: run the local IoT Hub emulator until Ctrl-C or SIGTERM.
+"""`iothub-emulator` / `python -m emulator`: run the local IoT Hub emulator until Ctrl-C or SIGTERM;
+`iothub-emulator dps compute-device-key`: a device key of the emulator's DPS group enrollment.
 
 Exit codes: 0 clean stop; 1 cannot start (data directory, certificates); 2 bad options;
 3 the address/port is already taken (or not a local address).
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from hubsettings import is_loopback_host, mask_key, mask_secrets, wellknown
+from hubsettings import SasError, derive_device_key, is_loopback_host, mask_key, mask_secrets, wellknown
 from hubsettings.discovery import emulator_home
 
 from .amqp.server import DEFAULT_PORT as AMQP_PORT
@@ -44,7 +45,7 @@ def _check_consumer_groups(ctx: click.Context, param: click.Parameter, names: tu
     return names
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--address", default=wellknown.BIND_ADDRESS, show_default=True,
               help="Local address to listen on. Use another loopback address (127.0.0.2, ...) to run "
                    "several emulators side by side.")
@@ -53,9 +54,11 @@ def _check_consumer_groups(ctx: click.Context, param: click.Parameter, names: tu
                    "itself when it is not 127.0.0.1/::1.")
 @click.option("--mqtt-port", type=click.IntRange(0, 65535), default=wellknown.MQTT_PORT, show_default=True,
               help="MQTT/TLS port for devices and DPS (the device SDK only ever uses 8883).")
-@click.option("--rest-port", type=click.IntRange(0, 65535), default=wellknown.REST_PORT, show_default=True,
-              help="HTTPS port for the service SDK/CLI (REST) and for devices using MQTT over WebSockets "
-                   "(those always dial 443: use --rest-port 443 for them).")
+@click.option("--rest-port", type=click.IntRange(0, 65535), default=None,
+              help=f"HTTPS port for services (REST) and for devices using MQTT over WebSockets. Default: "
+                   f"{wellknown.REST_PORT} as on IoT Hub (connection strings then carry no port), or "
+                   f"{wellknown.REST_FALLBACK_PORT} when this user may not bind {wellknown.REST_PORT}. A port "
+                   "given here is used or the emulator does not start.")
 @click.option("--amqp-port", type=click.IntRange(0, 65535), default=AMQP_PORT, show_default=True,
               help="AMQP/TLS port for services: cloud-to-device messages and their feedback (the SDKs "
                    "always dial 5671).")
@@ -75,19 +78,23 @@ def _check_consumer_groups(ctx: click.Context, param: click.Parameter, names: tu
 @click.option("--consumer-group", "consumer_groups", multiple=True, callback=_check_consumer_groups,
               metavar="NAME", help="Create this consumer group on the Event Hubs-compatible endpoint beside "
                                    "$Default (repeatable; IoT Hub allows 20).")
-def main(address: str, host_name: str | None, mqtt_port: int, rest_port: int, amqp_port: int,
-         data_dir: Path | None, in_memory: bool,
-         log_level: str, show_keys: bool, discovery_file: Path | None, no_discovery: bool,
-         throttle: str | None, consumer_groups: tuple[str, ...]) -> None:
+@click.pass_context
+def main(ctx: click.Context, address: str, host_name: str | None, mqtt_port: int, rest_port: int | None,
+         amqp_port: int, data_dir: Path | None, in_memory: bool, log_level: str, show_keys: bool,
+         discovery_file: Path | None, no_discovery: bool, throttle: str | None,
+         consumer_groups: tuple[str, ...]) -> None:
     """Run a local Azure IoT Hub emulator (devices over MQTT/TLS and DPS, services over HTTPS REST) with
     well-known development keys."""
+    if ctx.invoked_subcommand is not None:
+        return
     if in_memory and data_dir:
         raise click.UsageError("--in-memory and --data-dir exclude each other")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
     config = EmulatorConfig(address=address, host_name=host_name or default_host_name(address),
-                            mqtt_port=mqtt_port, rest_port=rest_port, amqp_port=amqp_port, data_dir=data_dir,
-                            in_memory=in_memory,
+                            mqtt_port=mqtt_port, rest_port=wellknown.REST_PORT if rest_port is None else rest_port,
+                            rest_fallback_port=wellknown.REST_FALLBACK_PORT if rest_port is None else None,
+                            amqp_port=amqp_port, data_dir=data_dir, in_memory=in_memory,
                             discovery_file=discovery_file, write_discovery=not no_discovery,
                             throttle=throttle.upper() if throttle else None, consumer_groups=consumer_groups)
     try:
@@ -132,6 +139,7 @@ def describe(server: EmulatorServer, show_keys: bool) -> str:
            "and its keys are public."] if not is_loopback_host(config.address) else []),
         f"  Devices (MQTT/TLS, DPS): {config.address}:{info.mqtt_port}   host name: {info.host_name}",
         f"  Services (HTTPS REST):   {config.address}:{info.rest_port}",
+        *([f"  NOTE: {server.rest_port_note}"] if server.rest_port_note else []),
         *([f"  Services (AMQP/TLS):     {config.address}:{server.amqp_port}   (cloud-to-device messages; "
            "telemetry: Event Hubs-compatible endpoint)"]
           if server.amqp_port is not None else []),
@@ -155,3 +163,24 @@ def describe(server: EmulatorServer, show_keys: bool) -> str:
         "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
+
+
+@main.group()
+def dps() -> None:
+    """The emulator's Device Provisioning Service."""
+
+
+@dps.command("compute-device-key")
+@click.option("--registration-id", required=True, help="The device's registration id (its device id).")
+@click.option("--group-key", default=wellknown.DPS_GROUP_KEY, show_default="the emulator's well-known group key",
+              help="The symmetric-key group enrollment's primary key.")
+def compute_device_key(registration_id: str, group_key: str) -> None:
+    """Print the key a device of a symmetric-key group enrollment registers with: base64(HMAC-SHA256(group
+    key, registration id)), as `az iot dps enrollment-group compute-device-key` prints it."""
+    if not registration_id.strip():
+        raise click.BadParameter("must not be empty", param_hint="--registration-id")
+    try:
+        key = derive_device_key(group_key, registration_id)
+    except SasError:
+        raise click.BadParameter("is not valid base64", param_hint="--group-key") from None
+    click.echo(key)

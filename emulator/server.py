@@ -9,6 +9,7 @@ event, and offers the small in-process API (invoke a method, patch desired prope
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 from hubsettings import wellknown
 from hubsettings.discovery import EmulatorInfo, discovery_path, emulator_home, remove_discovery, write_discovery
 
+from . import loopback
 from .amqp.server import DEFAULT_PORT as AMQP_PORT
 from .amqp.event_hubs import event_hub_connection_string
 from .hub.telemetry import DEFAULT_CAPACITY as TELEMETRY_CAPACITY
@@ -61,8 +63,10 @@ class EmulatorConfig:
     address: str = wellknown.BIND_ADDRESS
     host_name: str | None = None  # None: default_host_name(address)
     mqtt_port: int = wellknown.MQTT_PORT
-    # The service front (REST over HTTPS, MQTT over WebSockets, jobs); None runs devices only.
+    # The service front (REST over HTTPS, MQTT over WebSockets, jobs) on IoT Hub's 443; None runs devices only.
     rest_port: int | None = wellknown.REST_PORT
+    # Where the service front goes when rest_port is not permitted or taken; None: fail to start instead.
+    rest_fallback_port: int | None = wellknown.REST_FALLBACK_PORT
     # The service AMQP front (cloud-to-device messages and their feedback); None: no AMQP listener.
     amqp_port: int | None = AMQP_PORT
     data_dir: Path | None = None  # None: hubsettings.emulator_home()
@@ -81,6 +85,16 @@ class EmulatorConfig:
         return self.host_name or default_host_name(self.address)
 
 
+def fallback_note(address: str, port: int, fallback: int, *, taken: bool) -> str:
+    """One line: the service front is on the fallback port, which clients need the other one, and the fix."""
+    if taken:
+        why, fix = f"{address}:{port} is taken by another program", "free it or use another --address"
+    else:
+        why, fix = f"this user may not bind port {port}", f"allow it with `{loopback.how_to_allow_port_443()}`"
+    return (f"HTTPS REST and MQTT over WebSockets are on port {fallback} ({why}): devices using MQTT over "
+            f"WebSockets, the Node.js service SDK and az need {port}; {fix}, then restart the emulator.")
+
+
 class EmulatorServer:
     def __init__(self, config: EmulatorConfig | None = None):
         self.config = config or EmulatorConfig()
@@ -91,6 +105,7 @@ class EmulatorServer:
         self.rest_port: int | None = None
         self.service: ServiceFront | None = None
         self.data_dir: Path | None = None
+        self.rest_port_note: str | None = None  # why the service front is not on config.rest_port
         self.discovery_file: Path | None = None
         self._mqtt: MqttServer | None = None
         self._amqp: AmqpServer | None = None
@@ -129,7 +144,7 @@ class EmulatorServer:
             if config.rest_port is not None:
                 limits = Throttle(config.throttle, config.throttle_clock) if config.throttle else None
                 self.service = ServiceFront(self.hub, self.front, ssl_context, limits=limits)
-                self.rest_port = await self.service.start(config.address, config.rest_port)
+                self.rest_port = await self.service.start(config.address, self._choose_rest_port())
             if config.amqp_port is not None:
                 self._amqp = AmqpServer(self.hub, ssl_context)
                 self.amqp_port = await self._amqp.start(config.address, config.amqp_port)
@@ -144,12 +159,28 @@ class EmulatorServer:
         if self.rest_port is not None:
             log.info("listening for services (HTTPS REST, MQTT over WebSockets) on %s:%s", config.address,
                      self.rest_port)
+        if self.rest_port_note:
+            log.warning("%s", self.rest_port_note)
         if self.amqp_port is not None:
             log.info("listening for services (AMQP/TLS: cloud-to-device messages, feedback) on %s:%s",
                      config.address, self.amqp_port)
         if self.service is not None and self.service.limits is not None:
             log.info("throttling the service API with IoT Hub %s tier limits (429 ThrottlingException)",
                      self.service.limits.tier)
+
+    def _choose_rest_port(self) -> int:
+        """config.rest_port when it can be bound, else the fallback port (with rest_port_note saying why
+        and what it costs). A port that fails for another reason is left to fail with its own message."""
+        config = self.config
+        assert config.rest_port is not None
+        if config.rest_fallback_port is None or config.rest_port == 0:
+            return config.rest_port
+        problem = loopback.bind_error(config.address, config.rest_port)
+        if problem not in (errno.EACCES, errno.EPERM, errno.EADDRINUSE):
+            return config.rest_port
+        self.rest_port_note = fallback_note(config.address, config.rest_port, config.rest_fallback_port,
+                                           taken=problem == errno.EADDRINUSE)
+        return config.rest_fallback_port
 
     async def _expire_deadlines(self) -> None:
         while True:
@@ -199,6 +230,7 @@ class EmulatorServer:
         assert self.certificates is not None and self.mqtt_port is not None
         host = self.host_name
         rest_port = self.rest_port if self.rest_port is not None else (self.config.rest_port or wellknown.REST_PORT)
+        # On 443 the connection string has no port, exactly as Azure's; elsewhere HostName carries it.
         return EmulatorInfo(
             host_name=host, mqtt_address=self.config.address, mqtt_port=self.mqtt_port,
             rest_address=self.config.address, rest_port=rest_port,

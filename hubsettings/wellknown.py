@@ -9,7 +9,11 @@ from __future__ import annotations
 
 HOST_NAME = "localhost"
 MQTT_PORT = 8883  # hard-coded by azure-iot-device
-REST_PORT = 9443  # service REST front; 8443 is often taken
+# IoT Hub serves HTTPS REST and MQTT over WebSockets on 443 of its one host name, and clients assume it
+# (MQTT over WebSockets always dials 443; the Node service SDK and az take no port in HostName).
+REST_PORT = 443
+REST_FALLBACK_PORT = 9443  # where the emulator serves them when it may not bind 443 (8443 is often taken)
+AMQP_PORT = 5671  # AMQP over TLS: the service SDKs' cloud-to-device messages and feedback
 BIND_ADDRESS = "127.0.0.1"
 
 #: Shared access policies, as on a new IoT Hub: name -> (key, rights).
@@ -40,7 +44,8 @@ DPS_GROUP_KEY = "GE5K8DIILj1gEg6WNcmgqJyQsWkphPUMZ9ZOESClIbs="
 def service_connection_string(
     host_name: str = HOST_NAME, rest_port: int = REST_PORT, policy: str = OWNER_POLICY
 ) -> str:
-    """The service connection string for the emulator's REST front (the port is part of HostName)."""
+    """The service connection string for the emulator's REST front: no port on 443, exactly as Azure's;
+    on the fallback port it is part of HostName (only the Python SDKs accept that)."""
     host = host_name if rest_port == 443 else f"{host_name}:{rest_port}"
     key = POLICIES[policy][0]
     return f"HostName={host};SharedAccessKeyName={policy};SharedAccessKey={key}"

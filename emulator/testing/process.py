@@ -38,11 +38,12 @@ class EmulatorProcess:
         emulator.kill()    # SIGKILL; emulator.start() again reopens the same data
 
     address: None picks a free 127.0.0.X at the first start and keeps it for restarts. data_dir: None runs
-    it --in-memory (a restart then starts empty). extra_args: more command-line options.
+    it --in-memory (a restart then starts empty). extra_args: more command-line options. command_prefix: what
+    to run it under (e.g. `unshare --user --map-root-user`: without the right to bind port 443).
     """
 
     def __init__(self, address: str | None = None, data_dir: str | Path | None = None, *,
-                 extra_args: Sequence[str] = (), start_timeout: float = 30):
+                 extra_args: Sequence[str] = (), start_timeout: float = 30, command_prefix: Sequence[str] = ()):
         self._chosen_address = address
         self._in_memory = data_dir is None
         self._temp_dir: str | None = None
@@ -53,6 +54,7 @@ class EmulatorProcess:
         self.discovery_file = self.data_dir / "discovery.json"
         self.log = self.data_dir / "emulator.log"
         self.extra_args = tuple(extra_args)
+        self.command_prefix = tuple(command_prefix)
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.info: EmulatorInfo | None = None
@@ -121,7 +123,7 @@ class EmulatorProcess:
         """None once it is ready; its exit code if it exited first."""
         self.discovery_file.unlink(missing_ok=True)
         self.info = None
-        command = [sys.executable, "-m", "emulator", "--address", self.address,
+        command = [*self.command_prefix, sys.executable, "-m", "emulator", "--address", self.address,
                    "--discovery-file", str(self.discovery_file), "--log-level", "info", *self.extra_args]
         command += ["--in-memory"] if self._in_memory else ["--data-dir", str(self.data_dir)]
         env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED}

@@ -4,7 +4,8 @@ Each emulator binds its own loopback address 127.0.0.X (the device SDK always di
 never collides with a user's emulator on 127.0.0.1, and writes its discovery file into the test's
 temporary directory, never the user's. Two flavours:
 - `emulator`: an emulator.testing.Emulator (the server in a background thread): MQTT/TLS on 8883 and the HTTPS REST front on
-  `server.rest_port` of its own 127.0.0.X, plus the in-process API (invoke a method, read the hub);
+  `server.rest_port` of its own 127.0.0.X (443 where this user may bind it, else the fallback 9443), plus the
+  in-process API (invoke a method, read the hub);
 - `emulator_process`: an emulator.testing.EmulatorProcess (`python -m emulator`), for restarts with the same
   data dir.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from emulator import loopback
+from emulator.server import EmulatorConfig
 from emulator.testing import Emulator, EmulatorProcess
 
 __all__ = ["EmulatorProcess", "free_loopback_address"]  # shared with the other suites
@@ -31,12 +33,19 @@ def _no_global_ca_overrides(monkeypatch):
 
 
 def free_loopback_address() -> str:
-    """A 127.0.0.X whose MQTT (8883) and REST (9443) ports are free right now (127.0.0.1 as a last resort,
-    where it is the only loopback address, e.g. macOS without aliases)."""
+    """A 127.0.0.X whose MQTT (8883) and REST (443, and the fallback 9443) ports are free right now (127.0.0.1
+    as a last resort, where it is the only loopback address, e.g. macOS without aliases)."""
     try:
         return loopback.free_loopback_address(tries=30, fall_back_to_127_0_0_1=True)
     except loopback.NoFreeLoopbackAddress as e:
         pytest.skip(str(e))
+
+
+def isolated_config(tmp_path_factory, name: str = "emulator") -> EmulatorConfig:
+    """Default ports on a loopback address of its own; data and discovery file in a fresh temporary dir."""
+    data_dir = tmp_path_factory.mktemp(name)
+    return EmulatorConfig(address=free_loopback_address(), data_dir=data_dir,
+                          discovery_file=data_dir / "discovery.json")
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,7 @@ WAIT = 30.0
 
 
 def _job_manager(emulator_process) -> IoTHubJobManager:
-    manager = IoTHubJobManager.from_connection_string(
-        wellknown.service_connection_string(emulator_process.host_name, wellknown.REST_PORT))
+    manager = IoTHubJobManager.from_connection_string(emulator_process.service_connection_string)
     manager.protocol.config.connection.verify = str(emulator_process.data_dir / "certs" / "ca.pem")
     return manager
 

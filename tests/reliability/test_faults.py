@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from emulator.mqtt.codec import Publish
+from mqttcodec import Publish
 from hubsettings import wellknown
 from service.cli import cli
 from service.context import AppState
@@ -102,7 +102,7 @@ def hub(tmp_path):
 
 
 def rest_of(emulator: EmulatorProcess) -> Rest:
-    return Rest(emulator.host_name, emulator.address, wellknown.REST_PORT, str(emulator.data_dir / "certs" / "ca.pem"))
+    return Rest(emulator.host_name, emulator.address, emulator.rest_port, str(emulator.data_dir / "certs" / "ca.pem"))
 
 
 def sigkill(emulator: EmulatorProcess) -> None:

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from emulator.hub import Hub
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
+from mqttcodec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
 from emulator.store import SqliteStore
 from hubsettings import wellknown
 from tests.e2e.conftest import EmulatorProcess, free_loopback_address
@@ -159,7 +159,7 @@ async def test_a_thousand_devices_under_methods_and_reported_patches_lose_nothin
     connect_seconds = time.monotonic() - started
     device_ids = list(devices)
     ssl_context = ssl.create_default_context(cadata=emulator.ca_pem)
-    base = f"https://{emulator.host_name}:{wellknown.REST_PORT}"
+    base = f"https://{emulator.host_name}:{emulator.rest_port}"
     invoked: dict[int, str] = {}  # seq -> device id
     answers: Counter = Counter()  # seq -> 200 answers with the right payload
     failures: list[str] = []
@@ -173,7 +173,7 @@ async def test_a_thousand_devices_under_methods_and_reported_patches_lose_nothin
             device_id = rng.choice(device_ids)
             invoked[seq] = device_id
             body = {"methodName": "echo", "payload": {"seq": seq}, "responseTimeoutInSeconds": 60}
-            headers = {"Authorization": service_token(emulator.host_name, wellknown.REST_PORT)}
+            headers = {"Authorization": service_token(emulator.host_name, emulator.rest_port)}
             async with session.post(f"{base}/twins/{device_id}/methods?{API}", json=body, headers=headers) as response:
                 result = await response.json()
                 if response.status == 200 and result == {"status": 200, "payload": {"seq": seq}}:
@@ -222,7 +222,7 @@ async def test_a_thousand_devices_under_methods_and_reported_patches_lose_nothin
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context, limit=8)) as session:
         sample = device_ids if DEVICES <= 1000 else rng.sample(device_ids, 1000)
         async def check(device_id: str) -> None:
-            headers = {"Authorization": service_token(emulator.host_name, wellknown.REST_PORT)}
+            headers = {"Authorization": service_token(emulator.host_name, emulator.rest_port)}
             async with session.get(f"{base}/twins/{device_id}?{API}", headers=headers) as response:
                 reported = (await response.json())["properties"]["reported"]
             sent = len(devices[device_id].reports_sent)

@@ -80,8 +80,8 @@ def test_nothing_configured_and_no_emulator_says_how_to_start_one(fake_hub, monk
     lines = result.stderr.splitlines()
     assert result.exit_code == 12, result.output
     assert lines == [
-        "Using IoT hub localhost:9443 with policy iothubowner (local emulator, from well-known emulator defaults)",
-        "Error: cannot reach the IoT hub at localhost:9443 (connection refused); the local emulator is not "
+        "Using IoT hub localhost with policy iothubowner (local emulator, from well-known emulator defaults)",
+        "Error: cannot reach the IoT hub at localhost (connection refused); the local emulator is not "
         "running: start it with `iothub-emulator`, or set IOTHUB_CONNECTION_STRING for an Azure IoT hub"]
 
 

@@ -50,7 +50,7 @@ def test_well_known_defaults_when_nothing_is_set(isolated):
     assert s.connection_string.device_id == wellknown.DEVICE_ID
     assert s.ca_file == Path(env["IOTHUB_EMULATOR_HOME"]) / "certs" / "ca.pem"
     svc_settings = resolve_service_settings({}, env=env, dotenv_path=dotenv)
-    assert svc_settings.connection_string.host_name == f"localhost:{wellknown.REST_PORT}"
+    assert svc_settings.connection_string.host_name == "localhost"  # IoT Hub's 443: no port
     assert svc_settings.connection_string.shared_access_key_name == "iothubowner"
 
 
