@@ -3,7 +3,8 @@ publish-to-subscriber rate in the same run.
 
 - hub: `DEVICES` raw MQTT devices publish `PER_DEVICE` messages each to the emulator (bench.hub_host);
   one azure-eventhub EventHubConsumerClient reads all 4 partitions of the Event Hubs-compatible endpoint
-  from "@latest". Rate = messages / (first publish -> last message read by the consumer).
+  from "@latest". Rate = messages / (first publish -> last message read by the consumer); also the rate
+  at which the hub acknowledged them (PUBACK), to tell the hub's share from the consumer's.
 - mosquitto: the same devices publish QoS 1 to a mosquitto broker on TLS (a certificate from the emulator's
   own generator) and one MQTT subscriber on `bench/telemetry/#` reads them. Skipped with a note when
   mosquitto is not installed.
@@ -25,7 +26,7 @@ from typing import Any
 
 from emulator.amqp.event_hubs import event_hub_connection_string
 from emulator.certs import ensure_certificates
-from emulator.mqtt.codec import Connect, Publish
+from mqttcodec import Connect
 from hubsettings import build_token, wellknown
 
 from .context import BenchContext, Budget, Sizes
@@ -94,7 +95,7 @@ def _hub_rate(ctx: BenchContext, devices: int, per_device: int) -> dict[str, Any
     from azure.eventhub import EventHubConsumerClient
 
     total = devices * per_device
-    with running_hub(ctx, "hub-telemetry", devices) as hub:
+    with running_hub(ctx, "hub-telemetry", devices, amqp=True) as hub:
         key = wellknown.POLICIES[wellknown.OWNER_POLICY][0]
         connection_string = event_hub_connection_string(hub.host_name, 5671, wellknown.OWNER_POLICY, key)
         client = EventHubConsumerClient.from_connection_string(connection_string, consumer_group="$Default",
@@ -111,6 +112,7 @@ def _hub_rate(ctx: BenchContext, devices: int, per_device: int) -> dict[str, Any
             "starting_position": "@latest"})
         reader.start()
         topic = "devices/{}/messages/events/"
+        acknowledged: list[float] = []  # seconds until the hub PUBACKed every message
 
         async def publish() -> float:
             clients = await _devices(hub.host_name, hub.mqtt_port, hub.ca_file, devices, credentials=True)
@@ -126,6 +128,7 @@ def _hub_rate(ctx: BenchContext, devices: int, per_device: int) -> dict[str, Any
                 warming.clear()
                 started = time.perf_counter()
                 await _publish_all(clients, per_device, topic.format)
+                acknowledged.append(time.perf_counter() - started)
                 return started
             finally:
                 for device in clients:
@@ -138,7 +141,8 @@ def _hub_rate(ctx: BenchContext, devices: int, per_device: int) -> dict[str, Any
         if not done:
             raise RuntimeError(f"the consumer read {counter.count} of {total} messages within the time cap")
         seconds = counter.finished_at - started
-        return {"messages": total, "devices": devices, "seconds": seconds, "per_second": total / seconds}
+        return {"messages": total, "devices": devices, "seconds": seconds, "per_second": total / seconds,
+                "acknowledged_per_second": total / acknowledged[0]}
 
 
 def _mosquitto_rate(ctx: BenchContext, devices: int, per_device: int) -> dict[str, Any] | None:

@@ -115,6 +115,8 @@ class AmqpConnection:
         self.close_reason: str | None = None
         self.grants: Any = None  # the endpoints' record of what this connection proved (tokens)
         self.wake: Callable[[], None] = lambda: None  # the listener sets it: write out data_to_send()
+        # The same, once the current burst of hub events is over (many appends, one write).
+        self.wake_soon: Callable[[], None] = lambda: (self._process(), self.wake())
         # The socket's write buffer is full (the peer reads slower than we send): sender links that
         # push on their own (partition readers) wait for resume() instead of filling memory.
         self.paused = False

@@ -135,8 +135,7 @@ class PartitionReader:
     def _appended(self) -> None:
         if self._link.credit > 0 and not self._connection.paused:
             self.on_credit()
-            self._connection.process()
-            self._connection.wake()
+            self._connection.wake_soon()
 
     def on_message(self, message: Message) -> Any:
         raise Refused("amqp:not-allowed", "a partition is read, not written, on the Event Hubs-compatible endpoint")

@@ -149,10 +149,7 @@ class _Connection:
         link.sent.append(message)
         link.credit -= 1
 
-    def process(self):
-        pass
-
-    def wake(self):
+    def wake_soon(self):
         pass
 
 
