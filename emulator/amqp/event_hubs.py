@@ -210,7 +210,7 @@ class ManagementRequests(InboundNode):
             return 401, e.message, None
         except Refused as e:
             return 401, e.description, None
-        log_ = self._hub.telemetry
+        telemetry = self._hub.telemetry
         name = event_hub_name(self._hub.host_name)
         if str(properties.get("operation")) != "READ":
             return 400, f"unsupported operation '{str(properties.get('operation'))[:40]}'; only READ", None
@@ -219,14 +219,14 @@ class ManagementRequests(InboundNode):
         kind = str(properties.get("type"))
         if kind == "com.microsoft:eventhub":
             return 200, "OK", {
-                "name": name, "type": kind, "created_at": timestamp(int(log_.created_at * 1000)),
-                "partition_count": int32(len(log_.partitions)),
-                "partition_ids": [str(p.index) for p in log_.partitions]}
+                "name": name, "type": kind, "created_at": timestamp(int(telemetry.created_at * 1000)),
+                "partition_count": int32(len(telemetry.partitions)),
+                "partition_ids": [str(p.index) for p in telemetry.partitions]}
         if kind == "com.microsoft:partition":
-            partition = log_.partition(str(properties.get("partition", "")))
+            partition = telemetry.partition(str(properties.get("partition", "")))
             if partition is None:
                 return 404, (f"partition '{str(properties.get('partition'))[:20]}' does not exist; the partitions "
-                             f"are 0 to {len(log_.partitions) - 1}"), None
+                             f"are 0 to {len(telemetry.partitions) - 1}"), None
             last = partition.last_enqueued
             return 200, "OK", {
                 "name": name, "type": kind, "partition": str(partition.index),
