@@ -58,7 +58,7 @@ async def _serve(args: argparse.Namespace) -> None:
     server = EmulatorServer(EmulatorConfig(address=args.address, in_memory=args.data_dir is None,
                                            data_dir=args.data_dir, write_discovery=False,
                                            mqtt_port=args.mqtt_port, rest_port=args.rest_port,
-                                           amqp_port=None))  # no bench row uses AMQP
+                                           amqp_port=args.amqp_port))  # only the telemetry row uses AMQP
     await server.start()
     meter = StallMeter()
     try:
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=0)
     parser.add_argument("--prefix", default="dev-")
     parser.add_argument("--data-dir", type=Path, default=None, help="persist to SQLite here (default: in memory)")
+    parser.add_argument("--amqp-port", type=int, default=None, help="listen for AMQP here (default: no AMQP)")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

@@ -25,6 +25,7 @@ from .processes import Child, free_loopback_address, python_module
 
 API_VERSION = "2021-04-12"
 START_TIMEOUT = 120.0
+AMQP_PORT = 5671  # the emulator's AMQP listener (the SDKs always dial 5671)
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,17 @@ class HubInfo:
 
 
 @contextlib.contextmanager
-def running_hub(ctx: BenchContext, name: str, devices: int, *, data_dir: Path | None = None) -> Iterator[HubInfo]:
+def running_hub(ctx: BenchContext, name: str, devices: int, *, data_dir: Path | None = None,
+                amqp: bool = False) -> Iterator[HubInfo]:
     """An emulator (bench.hub_host) on a fresh 127.0.0.X with `devices` bench devices registered; in
-    memory, or persisted to SQLite in `data_dir`."""
-    address = free_loopback_address((wellknown.MQTT_PORT, wellknown.REST_PORT), ctx.used_addresses)
+    memory, or persisted to SQLite in `data_dir`; with its AMQP listener (5671) when `amqp`."""
+    ports = (wellknown.MQTT_PORT, wellknown.REST_PORT) + ((AMQP_PORT,) if amqp else ())
+    address = free_loopback_address(ports, ctx.used_addresses)
     ctx.used_addresses.add(address)
     storage = ("--data-dir", str(data_dir)) if data_dir is not None else ()
-    with Child(name, python_module("bench.hub_host", "--address", address, "--devices", str(devices), *storage),
-               ctx.log_dir) as child:
+    listeners = ("--amqp-port", str(AMQP_PORT)) if amqp else ()
+    with Child(name, python_module("bench.hub_host", "--address", address, "--devices", str(devices), *storage,
+                                   *listeners), ctx.log_dir) as child:
         ready = child.expect("ready", START_TIMEOUT + devices / 500)
         yield HubInfo(child, address, ready["host_name"], ready["mqtt_port"], ready["rest_port"], ready["ca_file"],
                       ready["cert_file"], ready["key_file"], ready["register_seconds"])
