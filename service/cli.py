@@ -14,7 +14,6 @@ from .commands.methods import method, reboot
 from .commands.queries import query
 from .commands.twins import twin
 from .context import global_options
-from .demo import demo
 from .errors import Interrupted, exit_codes_epilog
 
 
@@ -38,12 +37,10 @@ def cli() -> None:
     Works the same against Azure IoT Hub and the local emulator. The hub comes from
     --connection-string, else $IOTHUB_CONNECTION_STRING, else .env, else the local emulator
     (start it with `iothub-emulator`). Keys are always masked in output.
-
-    `demo` runs the tutorial stories end to end on a throwaway emulator of its own.
     """
 
 
-for command in (method, reboot, twin, query, job, device, message, demo):
+for command in (method, reboot, twin, query, job, device, message):
     cli.add_command(command)
 
 
