@@ -8,7 +8,7 @@ import pytest
 from bench.bench_jobs import job_request
 from bench.bench_roundtrip import time_calls
 from bench.context import Budget, BudgetExhausted
-from bench.device_behaviour import device_id, hub_reply, reference_reply, reference_request_topic
+from bench.device_behaviour import device_id, hub_reply, reference_reply, reference_request_topic, reference_rid
 from bench.fleet import fleet_parts
 from bench.machine import cpu_model
 from bench.mosquitto_ref import broker_config
@@ -55,9 +55,11 @@ def test_hub_reply_answers_method_requests_only():
 def test_reference_request_and_reply_topics_pair_up():
     topic = reference_request_topic(device_id("dev-", 7), "r1")
     assert topic == "ref/dev-00007/req/r1"
-    assert reference_reply(topic) == ("ref/res/r1", b'{"locked":true}')
-    assert reference_reply("ref/dev-00007/other/r1") is None
-    assert reference_reply("ref/dev-00007/req/") is None
+    assert reference_reply(topic, "dev-00007") == ("ref/res/r1/dev-00007", b'{"locked":true}')
+    assert reference_reply("ref/all/req/r2", "dev-00003") == ("ref/res/r2/dev-00003", b'{"locked":true}')
+    assert reference_rid("ref/res/r2/dev-00003") == "r2"
+    assert reference_reply("ref/dev-00007/other/r1", "dev-00007") is None
+    assert reference_reply("ref/dev-00007/req/", "dev-00007") is None
 
 
 def test_rid_of_reads_the_rid_among_other_properties():
