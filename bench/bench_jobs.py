@@ -75,15 +75,20 @@ def run_job(caller: RawServiceCaller, job_type: str, devices: int, time_limit: f
             "device_count": stats.get("deviceCount", 0), "failure_reason": job.get("failureReason")}
 
 
+#: Appended to the labels of rows measured on an emulator started in memory, which users do not run.
+IN_MEMORY = "; emulator IN MEMORY, not as shipped"
+
+
 def run(ctx: BenchContext, hub: HubInfo, fleets: list[tuple[Child, dict[str, Any]]],
-        reference: dict[str, Any]) -> None:
+        reference: dict[str, Any], *, sizes: tuple[int, ...] | None = None, in_memory: bool = False) -> None:
     caller = RawServiceCaller(hub, timeout=120)
     connected = sum(report["connected"] for _, report in fleets)
     outcomes = []
+    suffix = IN_MEMORY if in_memory else ""
     try:
-        for devices in ctx.sizes.fanout_devices:
-            for job_type, label in (("scheduleDeviceMethod", "method job (lockDoor), raw bench devices"),
-                                    ("scheduleUpdateTwin", "twin job (desired), raw bench devices")):
+        for devices in sizes or ctx.sizes.fanout_devices:
+            for job_type, label in (("scheduleDeviceMethod", f"method job (lockDoor), raw bench devices{suffix}"),
+                                    ("scheduleUpdateTwin", f"twin job (desired), raw bench devices{suffix}")):
                 ctx.budget.require(20, f"{SECTION} {label} over {devices} devices")
                 limit = ctx.budget.cap(ctx.sizes.job_time_limit_s)
                 ctx.progress(f"  {label} over {devices} devices (limit {limit:.0f} s)")
@@ -102,7 +107,7 @@ def run(ctx: BenchContext, hub: HubInfo, fleets: list[tuple[Child, dict[str, Any
                              "broadcast" if devices == connected else "per-device")
     finally:
         caller.close()
-        ctx.results.details["jobs"] = outcomes
+        ctx.results.details["jobs_in_memory" if in_memory else "jobs"] = outcomes
 
 
 def wait_for_acks(count: Callable[[], int], devices: int, started: float, limit: float) -> float | None:
