@@ -267,7 +267,7 @@ def _reference_figures(ctx: BenchContext, reference: dict[str, Any]) -> None:
     """The references' own figures, in a section of their own (the ratios elsewhere divide by them)."""
     add = ctx.results.add
     for key, label in (("roundtrip", "mosquitto MQTT request/response QoS 1 over TLS, sequential p50 [mqtt-rr]"),
-                       ("roundtrip_plain", "  the same over plain TCP (the loopback floor)"),
+                       ("roundtrip_plain", "  the same over plain TCP (no TLS)"),
                        ("https_keepalive", "HTTPS keep-alive -> aiohttp bridge -> mosquitto, sequential p50 "
                                            "[https-bridge]"),
                        ("https_new_tls", "  the same, new TLS connection per call [https-bridge-new-tls]"),

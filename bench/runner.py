@@ -31,7 +31,7 @@ from .processes import raise_fd_limit, rss_bytes
 from .report import Results, text_table, write_results
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DEFAULT_BUDGET_S = 900.0  # the full run takes ~10 min on a quiet 2-core machine; a shared one needs more
+DEFAULT_BUDGET_S = 600.0
 QUICK_BUDGET_S = 240.0
 PARTS = ("mosquitto", "roundtrip", "cli", "fleet", "queries")
 EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
