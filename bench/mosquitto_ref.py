@@ -2,7 +2,7 @@
 
 Every reference client is long-lived and speaks QoS 1 both ways. A requester (one MQTT client) publishes a
 request to `ref/{device}/req/{rid}`; the device answers on `ref/res/{rid}/{device}`. Measured over TLS
-(a certificate from the emulator's own generator, like for like) and over plain TCP (the floor):
+(a certificate from the emulator's own generator, like for like) and, for MQTT alone, over plain TCP:
 - MQTT request/response, sequential: requester -> broker -> device -> broker -> requester;
 - the REST-driven pattern, sequential and sustained: HTTPS keep-alive -> an aiohttp bridge -> mosquitto
   -> device and back (bench/reference_bridge.py), the same two hops as a direct method on the emulator;

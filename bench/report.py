@@ -175,7 +175,8 @@ def markdown(results: Results) -> str:
         f"{m.get('ram_gib', '?')} GiB RAM, {m.get('os', '?')}, Python {m.get('python', '?')}"
         + (f", mosquitto {m['mosquitto']}" if m.get("mosquitto") else "") + ".",
         f"Run: {results.started_utc}, mode {results.mode}, {_number(results.duration_s)} s"
-        + (f", load average {m['load_average']}" if m.get("load_average") else "") + ". Everything on loopback; "
+        + (f", load average (1/5/15 min) {m['load_average']} at the start" if m.get("load_average") else "")
+        + (f", {m['load_average_end']} at the end" if m.get("load_average_end") else "") + ". Everything on loopback; "
         "the ratio is ours / reference, where the reference is the same pattern built from reference parts "
         "(the key in brackets, explained under the table).",
         "",

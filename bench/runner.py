@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         results.note("interrupted: the figures above are from the parts that finished")
     results.duration_s = time.monotonic() - started
+    results.machine["load_average_end"] = machine.load_average()  # other work on the machine moves the figures
     json_path, md_path = write_results(results, args.results_dir)
     print()
     print(text_table(results.figures))
