@@ -60,7 +60,8 @@ async def _serve(args: argparse.Namespace) -> None:
     ports = {} if args.rest_port is None else {"rest_port": args.rest_port}
     server = EmulatorServer(EmulatorConfig(address=args.address, in_memory=args.data_dir is None,
                                            data_dir=args.data_dir, write_discovery=False,
-                                           mqtt_port=args.mqtt_port, amqp_port=None,  # no bench row uses AMQP
+                                           mqtt_port=args.mqtt_port,
+                                           amqp_port=args.amqp_port,  # only the telemetry row uses AMQP
                                            **ports))
     await server.start()
     meter = StallMeter()
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=0)
     parser.add_argument("--prefix", default="dev-")
     parser.add_argument("--data-dir", type=Path, default=None, help="persist to SQLite here (default: in memory)")
+    parser.add_argument("--amqp-port", type=int, default=None, help="listen for AMQP here (default: no AMQP)")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

@@ -27,6 +27,7 @@ from .processes import Child, python_module
 
 API_VERSION = "2021-04-12"
 START_TIMEOUT = 120.0
+AMQP_PORT = 5671  # the emulator's AMQP listener (the SDKs always dial 5671)
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,18 @@ class HubInfo:
 
 
 @contextlib.contextmanager
-def running_hub(ctx: BenchContext, name: str, devices: int, *, in_memory: bool = False) -> Iterator[HubInfo]:
+def running_hub(ctx: BenchContext, name: str, devices: int, *, in_memory: bool = False,
+                amqp: bool = False) -> Iterator[HubInfo]:
     """An emulator (bench.hub_host) on a fresh 127.0.0.X with `devices` bench devices registered: as
     shipped, persisted to SQLite in a fresh data directory (under the run's log directory); or, for rows
-    labelled so, in memory."""
+    labelled so, in memory. With its AMQP listener (5671) when `amqp`."""
     address = free_loopback_address(EMULATOR_PORTS, exclude=ctx.used_addresses)
     ctx.used_addresses.add(address)
     data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-data-", dir=ctx.log_dir))
     storage = () if in_memory else ("--data-dir", str(data_dir))
-    with Child(name, python_module("bench.hub_host", "--address", address, "--devices", str(devices), *storage),
-               ctx.log_dir) as child:
+    listeners = ("--amqp-port", str(AMQP_PORT)) if amqp else ()
+    with Child(name, python_module("bench.hub_host", "--address", address, "--devices", str(devices), *storage,
+                                   *listeners), ctx.log_dir) as child:
         ready = child.expect("ready", START_TIMEOUT + devices / 500)
         yield HubInfo(child, address, ready["host_name"], ready["mqtt_port"], ready["rest_port"], ready["ca_file"],
                       ready["cert_file"], ready["key_file"], ready["register_seconds"])
