@@ -15,7 +15,6 @@ from .commands.monitor import monitor
 from .commands.queries import query
 from .commands.twins import twin
 from .context import global_options
-from .demo import demo
 from .errors import Interrupted, exit_codes_epilog
 
 
@@ -39,12 +38,10 @@ def cli() -> None:
     Works the same against Azure IoT Hub and the local emulator. The hub comes from
     --connection-string, else $IOTHUB_CONNECTION_STRING, else .env, else the local emulator
     (start it with `iothub-emulator`). Keys are always masked in output.
-
-    `demo` runs the tutorial stories end to end on a throwaway emulator of its own.
     """
 
 
-for command in (method, reboot, twin, query, job, device, message, monitor, demo):
+for command in (method, reboot, twin, query, job, device, message, monitor):
     cli.add_command(command)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from hubsettings import EmulatorInfo, read_discovery
-from service.demo_processes import ChildProcess, child_env, device_command, service_command
+from demo.processes import ChildProcess, child_env, device_command, service_command
 from tests.e2e.conftest import EmulatorProcess, free_loopback_address
 from tests.e2e.support import wait_for
 
@@ -114,7 +114,7 @@ class EmulatorHub(StoryHub):
         return self.env, ["--device-id", device_id]  # any other id goes through the emulator's DPS
 
     def received_telemetry(self, device_id: str) -> list[dict] | None:
-        from service.demo_telemetry import received_messages
+        from demo.telemetry import received_messages
         return received_messages(self.info, device_id)
 
     def close(self) -> None:
@@ -235,7 +235,7 @@ class Devices:
         return child
 
     def stop_all(self) -> dict[str, int | None]:
-        from service.demo_processes import stop_all
+        from demo.processes import stop_all
         return stop_all(self.children)
 
 

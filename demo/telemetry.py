@@ -16,7 +16,7 @@ from typing import Any
 
 from hubsettings import EmulatorInfo, build_token, parse_connection_string
 
-from .demo_steps import StepFailed
+from .steps import StepFailed
 
 API_VERSION = "2021-04-12"
 MESSAGES_PATH = "/_emulator/devices/{device_id}/messages"

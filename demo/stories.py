@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .demo_steps import StepFailed, Steps, not_telemetry
+from .steps import StepFailed, Steps, not_telemetry
 
 POLL = ("--poll-interval", "0.5")  # the demo's devices answer in well under a second
 LAB_TAG = {"site": "lab"}
