@@ -25,7 +25,6 @@ from .processes import (ChildProcess, Emulator, ProcessFailed, child_env, device
                              emulator_command, free_loopback_address, stop_all)
 from .steps import LogFollower, StepFailed, Steps
 from .stories import Cast, jobs_story, reboot_story, scale_story, sensor_story
-from .telemetry import received_messages
 
 EXIT_OK = 0
 EXIT_STORY_FAILED = 1
@@ -152,7 +151,7 @@ def run_demo(work_dir: Path, fleet_size: int, address: str | None,
                       expected_hub=f"Using IoT hub {service_host_name(info)} ")
         stories = [("reboot", lambda: reboot_story(steps, cast)),
                    ("jobs", lambda: jobs_story(steps, cast)),
-                   ("IoT Central sensor", lambda: sensor_story(steps, cast, lambda d: received_messages(info, d)))]
+                   ("IoT Central sensor", lambda: sensor_story(steps, cast))]
         if scale:
             stories.append(("jobs at scale", lambda: scale_story(steps, cast)))
         for number, (name, tell) in enumerate(stories, 1):

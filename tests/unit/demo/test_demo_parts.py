@@ -13,7 +13,7 @@ from demo import cli as demo_module
 from demo.processes import (ChildProcess, ProcessFailed, child_env, free_loopback_address,
                                     stop_all)
 from demo.steps import CommandResult, LogFollower, StepFailed, Steps, display
-from demo.stories import _all_acknowledged, _readings
+from demo.stories import _all_acknowledged
 
 PY = sys.executable
 WELL_BEHAVED = ("import signal, sys, time\n"
@@ -127,11 +127,6 @@ def test_the_hub_line_is_shown_once(tmp_path):
     second = CommandResult(("b",), 0, "Using IoT hub 127.0.0.9:9443 with policy p (x)\nresult 2\n", "")
     assert steps._visible_lines(first) == ["Using IoT hub 127.0.0.9:9443 with policy p (x)", "result 1"]
     assert steps._visible_lines(second) == ["result 2"]
-
-
-def test_story_helpers():
-    messages = [{"body": '{"temperature": 21.5, "humidity": 40}'}, {"body": "not json"}, {"body": '{"x": 1}'}]
-    assert _readings(messages) == messages[:1]
 
 
 def test_acknowledgements_must_be_200_for_every_selected_device(tmp_path):
