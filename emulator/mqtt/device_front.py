@@ -93,7 +93,12 @@ class DeviceFront:
 
     # ---- events from the server ------------------------------------------------------------------
     def handle_events(self, client: ClientConnection, events: list[Any]) -> None:
+        # The session queued each telemetry PUBACK already; they reach the socket only at a flush, and the
+        # messages are committed before any flush (one transaction per batch of telemetry): here at the
+        # end, and before any other event, whose handling may flush this or another connection.
         for event in events:
+            if not _is_telemetry(event) and not self._commit_telemetry(client):
+                break
             if isinstance(event, ConnectRequested):
                 self._on_connect(client, event)
             elif isinstance(event, MessageReceived):
@@ -105,7 +110,18 @@ class DeviceFront:
             elif isinstance(event, ConnectionLost):
                 self._log_connection_lost(client, event)
                 self.client_closed(client)
+        self._commit_telemetry(client)
         client.flush()
+
+    def _commit_telemetry(self, client: ClientConnection) -> bool:
+        try:
+            self.hub.commit_telemetry()
+            return True
+        except Exception:  # noqa: BLE001 - unstored messages must not be acknowledged: drop the PUBACKs
+            log.exception("%s: could not store telemetry; closing the connection without acknowledging it "
+                          "(the device sends it again)", client.peer)
+            client.connection.connection_lost()
+            return False
 
     def client_closed(self, client: ClientConnection) -> None:
         identity = self._identities.pop(client, None)
@@ -293,7 +309,7 @@ class DeviceFront:
             pairs = parse_properties(topic[len(events) + 1:])
             system = {k: v for k, v in pairs if k.startswith("$.")}
             application = {k: v for k, v in pairs if not k.startswith("$.")}
-            self.hub.receive_telemetry(device_id, event.payload, application, system)
+            self.hub.receive_telemetry(device_id, event.payload, application, system, commit=False)
         else:
             raise Violation(f"device {device_id} published to a topic it may not use: '{topic[:200]}'")
 
@@ -381,6 +397,10 @@ class DeviceFront:
             lock_token = self._cloud_in_flight.get(identity.device_id, {}).pop(packet_id, None)
             if lock_token is not None:
                 self.hub.c2d.complete(identity.device_id, lock_token)
+
+
+def _is_telemetry(event: Any) -> bool:
+    return isinstance(event, MessageReceived) and "/messages/events" in event.topic
 
 
 def _cloud_topic_prefix(device_id: str) -> str:
