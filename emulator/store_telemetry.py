@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,22 +67,21 @@ class TelemetryJournal:
         rows = [(m.partition, m.sequence_number, m.offset, m.enqueued_time, m.device_id, m.body,
                  _FIELDS.encode(m.fields)) for m in messages]
         marks = list(marks)
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT OR REPLACE INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                self._write_marks(marks)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._write_marks(marks)
 
     def trim(self, marks: Iterable[PartitionMark]) -> None:
         """Drop what retention dropped (e.g. after a restart with a smaller bound), and keep the numbering."""
+        with self._transaction():
+            self._write_marks(list(marks))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._write_marks(list(marks))
+                yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise

@@ -505,8 +505,10 @@ class Hub:
         return finished.result
 
     def expire_due(self) -> list[MethodCall]:
-        """Fail method calls whose connect or response deadline has passed (call this periodically)."""
+        """Fail method calls whose connect or response deadline has passed, and drop what retention no
+        longer keeps (call this periodically)."""
         self.c2d.expire()
+        self.telemetry.expire(self._clock())
         return self.methods.expire()
 
     # ---- cloud-to-device messages ----------------------------------------------------------------

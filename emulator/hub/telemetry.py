@@ -99,8 +99,7 @@ class Partition:
         self._messages.append(stored)
         self._bytes += stored.size
         self.last_enqueued = stored
-        while len(self._messages) > self._capacity or (self._bytes > self._max_bytes and len(self._messages) > 1):
-            self._drop_oldest()
+        self._keep_within_bounds()
         return stored
 
     def restore(self, messages: list[TelemetryMessage], next_sequence_number: int, next_offset: int) -> None:
@@ -111,6 +110,9 @@ class Partition:
         self.next_sequence_number = max(next_sequence_number, last.sequence_number + 1 if last else 0)
         self.next_offset = max(next_offset, last.offset + last.size if last else 0)
         self.last_enqueued = last
+        self._keep_within_bounds()
+
+    def _keep_within_bounds(self) -> None:
         while len(self._messages) > self._capacity or (self._bytes > self._max_bytes and len(self._messages) > 1):
             self._drop_oldest()
 
@@ -214,15 +216,27 @@ class TelemetryLog:
         batch = self._uncommitted
         if not batch:
             return
+        touched = sorted({m.partition for m in batch})
         if self._journal is not None:
-            touched = {m.partition for m in batch}
             self._journal.append((_stored(m) for m in batch), (self.partitions[i].mark() for i in touched))
         self._uncommitted = []
         for stored in batch:
             for listener in list(self._listeners):
                 listener(stored)
-        for index in sorted({m.partition for m in batch}):
+        for index in touched:
             self.partitions[index].notify()
+
+    def expire(self, now: float) -> None:
+        """Drop messages older than the retention period, on disk too, though no new message came
+        (call periodically; `add` expires a partition as it appends)."""
+        expired = []
+        for partition in self.partitions:
+            begin = partition.begin_sequence_number
+            partition.expire(now - self.retention_seconds)
+            if partition.begin_sequence_number != begin:
+                expired.append(partition.mark())
+        if expired and self._journal is not None:
+            self._journal.trim(expired)
 
     def load(self, now: float) -> None:
         """Take back the messages kept on disk and still within retention (call once, before any add)."""
@@ -281,7 +295,6 @@ class TelemetryLog:
     def remove_listener(self, listener: Callable[[TelemetryMessage], None]) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
-
 
 
 def _stored(message: TelemetryMessage) -> StoredMessage:

@@ -71,6 +71,17 @@ def test_numbering_continues_when_retention_dropped_every_message(tmp_path):
     assert (fresh.sequence_number, fresh.offset) == (last.sequence_number + 1, last.offset + last.size)
 
 
+def test_housekeeping_expires_old_messages_on_disk_without_new_ones(tmp_path):
+    clock = FakeClock(NOW)
+    hub = open_hub(tmp_path, clock)
+    hub.receive_telemetry("d1", b"old")
+    clock.advance(RETENTION_SECONDS / 2)
+    hub.receive_telemetry("d2", b"newer")
+    clock.advance(RETENTION_SECONDS / 2 + 1)
+    hub.expire_due()
+    assert [m.body for m in hub.telemetry.messages()] == [b"newer"] and rows_on_disk(tmp_path) == 1
+
+
 def test_retention_by_count_bounds_the_file(tmp_path):
     hub = open_hub(tmp_path, FakeClock(NOW), telemetry_capacity=3)
     for n in range(10):
