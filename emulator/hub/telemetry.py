@@ -89,18 +89,36 @@ class Partition:
         self.next_sequence_number = 0
         self.next_offset = 0
         self.last_enqueued: TelemetryMessage | None = None
+        self._reserved: list[TelemetryMessage] = []  # numbered, not yet readable
         self._listeners: list[Callable[[], None]] = []
 
     def append(self, message: TelemetryMessage) -> TelemetryMessage:
-        stored = replace(message, partition=self.index, sequence_number=self.next_sequence_number,
-                         offset=self.next_offset)
-        self.next_sequence_number += 1
-        self.next_offset += stored.size
-        self._messages.append(stored)
-        self._bytes += stored.size
-        self.last_enqueued = stored
-        self._keep_within_bounds()
+        """Number a message and make it readable at once (see `reserve` for the two steps)."""
+        stored = self.reserve(message)
+        self.publish_reserved()
         return stored
+
+    def reserve(self, message: TelemetryMessage) -> TelemetryMessage:
+        """Give a message its sequence number and offset without making it readable yet: readers see
+        only what `publish_reserved` published (the hub publishes once the message is committed)."""
+        if self._reserved:
+            last = self._reserved[-1]
+            number, offset = last.sequence_number + 1, last.offset + last.size
+        else:
+            number, offset = self.next_sequence_number, self.next_offset
+        stored = replace(message, partition=self.index, sequence_number=number, offset=offset)
+        self._reserved.append(stored)
+        return stored
+
+    def publish_reserved(self) -> None:
+        for stored in self._reserved:
+            self._messages.append(stored)
+            self._bytes += stored.size
+            self.next_sequence_number = stored.sequence_number + 1
+            self.next_offset = stored.offset + stored.size
+            self.last_enqueued = stored
+        self._reserved = []
+        self._keep_within_bounds()
 
     def restore(self, messages: list[TelemetryMessage], next_sequence_number: int, next_offset: int) -> None:
         """Take back the messages kept on disk (oldest first) and where the numbering stands."""
@@ -202,21 +220,29 @@ class TelemetryLog:
         """Append a message. `commit=False` leaves it for the next `commit()`, which must come before
         the message is acknowledged: a batch of messages then costs one disk transaction."""
         partition = self.partitions[partition_of(message.device_id, len(self.partitions))]
-        partition.expire(message.enqueued_time - self.retention_seconds)
-        stored = partition.append(message)
+        stored = partition.reserve(message)
         self.received_total += 1
         self._uncommitted.append(stored)
         if commit:
             self.commit()
         return stored
 
+    @property
+    def has_uncommitted(self) -> bool:
+        return bool(self._uncommitted)
+
     def commit(self) -> None:
-        """Make the added messages durable (with a journal), then tell readers and listeners about them.
-        On a store error the messages stay uncommitted (the next commit tries again) and it raises."""
+        """Make the added messages readable and durable (with a journal), then wake readers and listeners;
+        all in one synchronous step, so no reader sees a message before it is committed. On a store error
+        it raises: the messages stay readable in memory (not durable; the next commit writes them again)."""
         batch = self._uncommitted
         if not batch:
             return
         touched = sorted({m.partition for m in batch})
+        for index in touched:
+            partition = self.partitions[index]
+            partition.expire(batch[-1].enqueued_time - self.retention_seconds)
+            partition.publish_reserved()
         if self._journal is not None:
             self._journal.append((_stored(m) for m in batch), (self.partitions[i].mark() for i in touched))
         self._uncommitted = []

@@ -3,6 +3,7 @@ bounds the file too, and a PUBACK leaves only once its message is committed."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from emulator.hub import FakeClock, Hub
 from emulator.hub.telemetry import RETENTION_SECONDS, partition_of
 from emulator.mqtt.device_front import DeviceFront
 from emulator.store import DATABASE_FILE, SqliteStore
-from mqttcodec import Puback, Publish, encode
+from mqttcodec import Puback, Publish, Subscribe, encode
 
 from .test_device_front import KEY, FakeClient, hub_connect
 
@@ -167,3 +168,41 @@ def test_a_store_failure_sends_no_puback_and_closes_the_connection(tmp_path, mon
     client.send(publish(0))
     assert not any(isinstance(p, Puback) for p in client.received)
     assert client.closed
+
+
+def deliver(client: FakeClient, *packets) -> None:
+    """One read from the socket, as the server hands it over (no flush of our own)."""
+    client.front.handle_events(client, client.connection.receive_data(b"".join(encode(p) for p in packets)))
+
+
+async def test_connections_read_in_one_loop_turn_share_one_commit_before_their_pubacks(tmp_path, monkeypatch):
+    hub = open_hub(tmp_path, FakeClock(NOW))
+    hub.create_device("d3", primary_key=KEY)
+    front = DeviceFront(hub)
+    first, second = DiskCheckingClient(front, tmp_path), DiskCheckingClient(front, tmp_path)
+    first.send(hub_connect())
+    second.send(hub_connect("d3"))
+    transactions = []
+    journal_append = hub.telemetry._journal.append
+    monkeypatch.setattr(hub.telemetry._journal, "append",
+                        lambda *args: (transactions.append(1), journal_append(*args)))
+
+    deliver(first, publish(0), publish(1))
+    deliver(second, Publish("devices/d3/messages/events/", b"x", 1, 7))
+    assert first.committed_at_puback == second.committed_at_puback == []  # held until the commit
+    assert rows_on_disk(tmp_path) == 0 and hub.telemetry.messages() == []  # nor readable before it
+
+    await asyncio.sleep(0)  # the group commit runs in the next turn of the loop
+    assert transactions == [1]
+    assert first.committed_at_puback == [(2, 3)] and second.committed_at_puback == [(1, 3)]
+
+
+async def test_a_push_to_a_waiting_connection_commits_first(tmp_path):
+    hub = open_hub(tmp_path, FakeClock(NOW))
+    front = DeviceFront(hub)
+    client = DiskCheckingClient(front, tmp_path)
+    client.send(hub_connect(), Subscribe(1, (("$iothub/twin/PATCH/properties/desired/#", 1),)))
+    deliver(client, publish(0))
+    hub.patch_desired("d1", {"colour": "red"})  # the service's PATCH flushes the device's connection
+    assert client.committed_at_puback == [(1, 1)]
+    assert any(isinstance(p, Publish) and "desired" in p.topic for p in client.received)
