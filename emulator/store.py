@@ -2,7 +2,8 @@
 
 The port is deliberately small: records (JSON documents) by kind and key. The model decides what a
 record holds; the store only keeps it. Writes are committed one by one, so a crash loses nothing
-that was acknowledged to a client.
+that was acknowledged to a client. The telemetry log has its own table (store_telemetry.py), kept only
+when the store is on disk: an in-memory hub keeps nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, Protocol
+
+from .store_telemetry import TelemetryJournal
 
 try:
     import fcntl
@@ -44,6 +47,7 @@ class Store(Protocol):
     def put(self, kind: str, key: str, record: dict[str, Any]) -> None: ...
     def put_many(self, kind: str, records: Iterable[tuple[str, dict[str, Any]]]) -> None: ...
     def delete(self, kind: str, key: str) -> None: ...
+    def telemetry_journal(self) -> TelemetryJournal | None: ...
     def close(self) -> None: ...
 
 
@@ -115,6 +119,10 @@ class SqliteStore:
     def delete(self, kind: str, key: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+
+    def telemetry_journal(self) -> TelemetryJournal | None:
+        """Where the telemetry log is kept, or None in memory (the log then lives in the process only)."""
+        return None if self.path == ":memory:" else TelemetryJournal(self._db, self._lock)
 
     def close(self) -> None:
         with self._lock:

@@ -105,7 +105,8 @@ class Hub:
         self.twins: dict[str, Twin] = {}
         self.views = TwinViews(self._twin_document_of)  # what queries and job selection read
         self.methods = MethodCalls(clock)
-        self.telemetry = TelemetryLog(telemetry_capacity)
+        # On disk, device-to-cloud messages survive restarts (IoT Hub keeps them for its retention period).
+        self.telemetry = TelemetryLog(telemetry_capacity, journal=self._store.telemetry_journal())
         self.telemetry.created_at = clock()
         self.provisioning = Provisioning(id_scope)
         self.registrations: dict[str, RegistrationState] = {}
@@ -131,6 +132,7 @@ class Hub:
     def close(self) -> None:
         for device_id in list(self._online):
             self.device_disconnected(device_id)
+        self.commit_telemetry()
         self._store.close()
 
     def _load(self) -> None:
@@ -152,6 +154,7 @@ class Hub:
                 state = RegistrationState(**record)
                 self.registrations[state.registration_id] = state
         self.jobs.restore(self.saved_jobs())
+        self.telemetry.load(self._clock())
         long_lived.settle(len(self.registry))
 
     def _save_device(self, device: Device, *, connection_only: bool = False) -> None:
@@ -437,13 +440,20 @@ class Hub:
         return self.methods.complete(device_id, rid, status, parse_response_payload(body))
 
     def receive_telemetry(self, device_id: str, body: bytes, properties: dict[str, str] | None = None,
-                          system_properties: dict[str, str] | None = None) -> TelemetryMessage:
+                          system_properties: dict[str, str] | None = None, *,
+                          commit: bool = True) -> TelemetryMessage:
+        """A device-to-cloud message, kept (committed to the store) on return; with `commit=False` it is
+        kept at the next `commit_telemetry()`, which must come before the message is acknowledged."""
         self._touch(device_id)
         device = self.registry.find(device_id)
         message = TelemetryMessage(device_id, body, dict(properties or {}), dict(system_properties or {}),
                                    self._clock(), generation_id=device.generation_id if device else "",
                                    model_id=device.model_id if device else "")
-        return self.telemetry.add(message)
+        return self.telemetry.add(message, commit=commit)
+
+    def commit_telemetry(self) -> None:
+        """Make the messages received with commit=False durable (one store transaction)."""
+        self.telemetry.commit()
 
     # ---- direct methods --------------------------------------------------------------------------
     def start_method(self, device_id: str, method_name: str, payload: Any = None, *,
@@ -495,8 +505,10 @@ class Hub:
         return finished.result
 
     def expire_due(self) -> list[MethodCall]:
-        """Fail method calls whose connect or response deadline has passed (call this periodically)."""
+        """Fail method calls whose connect or response deadline has passed, and drop what retention no
+        longer keeps (call this periodically)."""
         self.c2d.expire()
+        self.telemetry.expire(self._clock())
         return self.methods.expire()
 
     # ---- cloud-to-device messages ----------------------------------------------------------------

@@ -111,7 +111,8 @@ class JobScheduler:
         """`persist` receives `Job.changes()`: the job and the device rows changed since its last call
         (the store merges rows by deviceId). `persist_batch_seconds`: None hands every change over at
         once; a number hands per-device progress over at most that often, or when SAVE_CHUNK rows are
-        waiting (job creation, start and end still at once)."""
+        waiting (job creation, start and end still at once), and always before an answer shows it
+        (get, query, the devices.jobs records), so nothing the hub has shown changes after a restart."""
         if max_concurrent_methods < 1:
             raise ValueError("max_concurrent_methods must be at least 1")
         self._target = target
@@ -145,7 +146,9 @@ class JobScheduler:
         return job.to_json()
 
     def get(self, job_id: str) -> dict:
-        return self._job(job_id).to_json()
+        job = self._job(job_id)
+        self._flush_before_answering(job)
+        return job.to_json()
 
     def cancel(self, job_id: str) -> dict:
         """POST /jobs/v2/{id}/cancel. Unfinished devices end `cancelled`; a finished job is unchanged."""
@@ -159,6 +162,7 @@ class JobScheduler:
 
     def query(self, job_type: str | None = None, job_status: str | None = None) -> list[dict]:
         """GET /jobs/v2/query?jobType=&jobStatus= (either may be omitted), oldest first."""
+        self._flush_progress()
         return [
             job.to_json()
             for job in self._jobs.values()
@@ -174,6 +178,7 @@ class JobScheduler:
         """The same records one at a time (a query over them can pause between records)."""
         for job in list(self._jobs.values()):
             for device in list(job.devices.values()):
+                self._flush_before_answering(job)  # progress made while the query paused counts too
                 yield device.to_json()
 
     def restore(self, snapshots: Iterable[dict]) -> None:
@@ -412,6 +417,12 @@ class JobScheduler:
         if self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(self._persist_batch_seconds,
                                                                       self._flush_progress)
+
+    def _flush_before_answering(self, job: Job) -> None:
+        """A result the hub has shown (GET, query) must survive a restart unchanged: batched progress
+        reaches the store before any answer that shows it."""
+        if job.job_id in self._unsaved:
+            self._save(job)
 
     def _flush_progress(self) -> None:
         if self._flush_timer is not None:

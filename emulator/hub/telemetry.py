@@ -4,9 +4,12 @@ A partitioned log (4 partitions, IoT Hub's default): a device's messages always 
 partition (a hash of its id), each stamped with the partition's next sequence number, a byte offset and
 the time it was enqueued. Retention is bounded twice: by age (one day, IoT Hub's default) and by size
 per partition (the newest `capacity` messages and `MAX_PARTITION_BYTES`, about 30,000 small messages), so
-memory stays bounded (about 64 MB for 4 partitions); the log lives as long as the process (it is not
-persisted). Readers hold a position (a sequence number)
-and pull; the log never waits for them, so a stalled reader holds nothing back.
+memory stays bounded (about 64 MB for 4 partitions). With a journal (the store on disk) the log
+survives restarts: a message is committed to disk before the hub acknowledges it (`add` then `commit`;
+readers hear of it only once it is committed), and sequence numbers and offsets continue after a restart,
+so a consumer's checkpoint stays valid. Without one (--in-memory) it lives as long as the process.
+Readers hold a position (a sequence number) and pull; the log never waits for them, so a stalled reader
+holds nothing back.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+from ..store_telemetry import PartitionMark, StoredMessage, TelemetryJournal
 from .clock import iso_timestamp
 
 DEFAULT_CAPACITY = 100_000  # messages kept per partition (the byte bound usually binds first)
@@ -85,19 +89,53 @@ class Partition:
         self.next_sequence_number = 0
         self.next_offset = 0
         self.last_enqueued: TelemetryMessage | None = None
+        self._reserved: list[TelemetryMessage] = []  # numbered, not yet readable
         self._listeners: list[Callable[[], None]] = []
 
     def append(self, message: TelemetryMessage) -> TelemetryMessage:
-        stored = replace(message, partition=self.index, sequence_number=self.next_sequence_number,
-                         offset=self.next_offset)
-        self.next_sequence_number += 1
-        self.next_offset += stored.size
-        self._messages.append(stored)
-        self._bytes += stored.size
-        self.last_enqueued = stored
+        """Number a message and make it readable at once (see `reserve` for the two steps)."""
+        stored = self.reserve(message)
+        self.publish_reserved()
+        return stored
+
+    def reserve(self, message: TelemetryMessage) -> TelemetryMessage:
+        """Give a message its sequence number and offset without making it readable yet: readers see
+        only what `publish_reserved` published (the hub publishes once the message is committed)."""
+        if self._reserved:
+            last = self._reserved[-1]
+            number, offset = last.sequence_number + 1, last.offset + last.size
+        else:
+            number, offset = self.next_sequence_number, self.next_offset
+        stored = replace(message, partition=self.index, sequence_number=number, offset=offset)
+        self._reserved.append(stored)
+        return stored
+
+    def publish_reserved(self) -> None:
+        for stored in self._reserved:
+            self._messages.append(stored)
+            self._bytes += stored.size
+            self.next_sequence_number = stored.sequence_number + 1
+            self.next_offset = stored.offset + stored.size
+            self.last_enqueued = stored
+        self._reserved = []
+        self._keep_within_bounds()
+
+    def restore(self, messages: list[TelemetryMessage], next_sequence_number: int, next_offset: int) -> None:
+        """Take back the messages kept on disk (oldest first) and where the numbering stands."""
+        self._messages = deque(messages)
+        self._bytes = sum(m.size for m in messages)
+        last = messages[-1] if messages else None
+        self.next_sequence_number = max(next_sequence_number, last.sequence_number + 1 if last else 0)
+        self.next_offset = max(next_offset, last.offset + last.size if last else 0)
+        self.last_enqueued = last
+        self._keep_within_bounds()
+
+    def _keep_within_bounds(self) -> None:
         while len(self._messages) > self._capacity or (self._bytes > self._max_bytes and len(self._messages) > 1):
             self._drop_oldest()
-        return stored
+
+    def mark(self) -> PartitionMark:
+        return PartitionMark(self.index, self.next_sequence_number, self.next_offset, self.begin_sequence_number)
 
     def expire(self, before: float) -> None:
         """Drop the messages enqueued before `before` (retention by age)."""
@@ -168,23 +206,77 @@ class TelemetryLog:
     """The hub's Event Hubs-compatible endpoint: partitions and consumer groups."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, partition_count: int = PARTITION_COUNT,
-                 retention_seconds: float = RETENTION_SECONDS):
+                 retention_seconds: float = RETENTION_SECONDS, journal: TelemetryJournal | None = None):
         self.partitions = [Partition(i, capacity) for i in range(partition_count)]
+        self._journal = journal
+        self._uncommitted: list[TelemetryMessage] = []
         self.retention_seconds = retention_seconds
         self.created_at = 0.0
         self._consumer_groups: dict[str, str] = {DEFAULT_CONSUMER_GROUP.lower(): DEFAULT_CONSUMER_GROUP}
         self._listeners: list[Callable[[TelemetryMessage], None]] = []
         self.received_total = 0
 
-    def add(self, message: TelemetryMessage) -> TelemetryMessage:
+    def add(self, message: TelemetryMessage, *, commit: bool = True) -> TelemetryMessage:
+        """Append a message. `commit=False` leaves it for the next `commit()`, which must come before
+        the message is acknowledged: a batch of messages then costs one disk transaction."""
         partition = self.partitions[partition_of(message.device_id, len(self.partitions))]
-        partition.expire(message.enqueued_time - self.retention_seconds)
-        stored = partition.append(message)
+        stored = partition.reserve(message)
         self.received_total += 1
-        for listener in list(self._listeners):
-            listener(stored)
-        partition.notify()
+        self._uncommitted.append(stored)
+        if commit:
+            self.commit()
         return stored
+
+    @property
+    def has_uncommitted(self) -> bool:
+        return bool(self._uncommitted)
+
+    def commit(self) -> None:
+        """Make the added messages readable and durable (with a journal), then wake readers and listeners;
+        all in one synchronous step, so no reader sees a message before it is committed. On a store error
+        it raises: the messages stay readable in memory (not durable; the next commit writes them again)."""
+        batch = self._uncommitted
+        if not batch:
+            return
+        touched = sorted({m.partition for m in batch})
+        for index in touched:
+            partition = self.partitions[index]
+            partition.expire(batch[-1].enqueued_time - self.retention_seconds)
+            partition.publish_reserved()
+        if self._journal is not None:
+            self._journal.append((_stored(m) for m in batch), (self.partitions[i].mark() for i in touched))
+        self._uncommitted = []
+        for stored in batch:
+            for listener in list(self._listeners):
+                listener(stored)
+        for index in touched:
+            self.partitions[index].notify()
+
+    def expire(self, now: float) -> None:
+        """Drop messages older than the retention period, on disk too, though no new message came
+        (call periodically; `add` expires a partition as it appends)."""
+        expired = []
+        for partition in self.partitions:
+            begin = partition.begin_sequence_number
+            partition.expire(now - self.retention_seconds)
+            if partition.begin_sequence_number != begin:
+                expired.append(partition.mark())
+        if expired and self._journal is not None:
+            self._journal.trim(expired)
+
+    def load(self, now: float) -> None:
+        """Take back the messages kept on disk and still within retention (call once, before any add)."""
+        if self._journal is None:
+            return
+        saved, numbering = self._journal.load()
+        by_partition: dict[int, list[TelemetryMessage]] = {}
+        for record in saved:
+            by_partition.setdefault(record.partition, []).append(_message(record))
+        for partition in self.partitions:
+            next_sequence_number, next_offset = numbering.get(partition.index, (0, 0))
+            partition.restore(by_partition.get(partition.index, []), next_sequence_number, next_offset)
+            partition.expire(now - self.retention_seconds)
+        self._journal.trim(p.mark() for p in self.partitions)
 
     def partition(self, partition_id: str) -> Partition | None:
         """The partition named "0".."3", or None."""
@@ -230,3 +322,18 @@ class TelemetryLog:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
+
+def _stored(message: TelemetryMessage) -> StoredMessage:
+    return StoredMessage(message.partition, message.sequence_number, message.offset, message.enqueued_time,
+                         message.device_id, message.body,
+                         {"properties": message.properties, "systemProperties": message.system_properties,
+                          "authMethod": message.auth_method, "generationId": message.generation_id,
+                          "modelId": message.model_id})
+
+
+def _message(record: StoredMessage) -> TelemetryMessage:
+    fields = record.fields
+    return TelemetryMessage(record.device_id, record.body, dict(fields.get("properties", {})),
+                            dict(fields.get("systemProperties", {})), record.enqueued_time,
+                            fields.get("authMethod", SAS_AUTH_METHOD), fields.get("generationId", ""),
+                            fields.get("modelId", ""), record.partition, record.sequence_number, record.offset)

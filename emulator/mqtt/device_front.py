@@ -19,6 +19,7 @@ Nothing ever reaches another device's connection.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import json
 import logging
@@ -86,6 +87,9 @@ class DeviceFront:
         # Cloud-to-device messages published and not yet PUBACKed: device id -> packet id -> lock token.
         # Kept with the persistent session, which resends them with DUP on the next connection.
         self._cloud_in_flight: dict[str, dict[int, str]] = {}
+        # Connections holding PUBACKs of telemetry not yet committed, flushed by make_telemetry_durable().
+        self._awaiting_commit: dict[ClientConnection, None] = {}  # (an ordered set)
+        self._commit_scheduled = False
         for record in hub.saved_sessions():  # persistent sessions of devices, from before a restart
             self._sessions[("hub", record["client_id"])] = SessionState(
                 record["client_id"], {str(f): int(q) for f, q in record.get("subscriptions", {}).items()})
@@ -93,7 +97,14 @@ class DeviceFront:
 
     # ---- events from the server ------------------------------------------------------------------
     def handle_events(self, client: ClientConnection, events: list[Any]) -> None:
+        # Telemetry is acknowledged only once committed. The session queues each PUBACK at once, but it
+        # reaches the socket only at a flush, so a connection with uncommitted telemetry waits for the
+        # group commit: one store transaction for every connection's messages read in this turn of the
+        # event loop. Before anything else is handled (it may flush this or another connection) and
+        # before the front pushes to a device, the messages are committed first.
         for event in events:
+            if not _is_telemetry(event):
+                self.make_telemetry_durable()
             if isinstance(event, ConnectRequested):
                 self._on_connect(client, event)
             elif isinstance(event, MessageReceived):
@@ -105,7 +116,40 @@ class DeviceFront:
             elif isinstance(event, ConnectionLost):
                 self._log_connection_lost(client, event)
                 self.client_closed(client)
-        client.flush()
+        if client in self._awaiting_commit:
+            self._schedule_commit()
+        else:
+            client.flush()
+
+    def _schedule_commit(self) -> None:
+        if self._commit_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without an event loop (tests): commit now
+            self.make_telemetry_durable()
+            return
+        self._commit_scheduled = True
+        loop.call_soon(self.make_telemetry_durable)
+
+    def make_telemetry_durable(self) -> bool:
+        """Commit the telemetry received so far, then flush the connections waiting for it (with their
+        PUBACKs). On a store error those connections close without their queued packets (no PUBACK for
+        unstored messages: the devices send them again). Call before anything flushes a connection."""
+        self._commit_scheduled = False
+        waiting, self._awaiting_commit = self._awaiting_commit, {}
+        try:
+            self.hub.commit_telemetry()
+            stored = True
+        except Exception:  # noqa: BLE001 - one bad write must not take the front down
+            log.exception("could not store telemetry; closing %d connection(s) without acknowledging it "
+                          "(the devices send it again)", len(waiting))
+            stored = False
+        for client in waiting:
+            if not stored:
+                client.connection.connection_lost()
+            client.flush()
+        return stored
 
     def client_closed(self, client: ClientConnection) -> None:
         identity = self._identities.pop(client, None)
@@ -293,7 +337,8 @@ class DeviceFront:
             pairs = parse_properties(topic[len(events) + 1:])
             system = {k: v for k, v in pairs if k.startswith("$.")}
             application = {k: v for k, v in pairs if not k.startswith("$.")}
-            self.hub.receive_telemetry(device_id, event.payload, application, system)
+            self.hub.receive_telemetry(device_id, event.payload, application, system, commit=False)
+            self._awaiting_commit[client] = None  # its PUBACK waits for the commit
         else:
             raise Violation(f"device {device_id} published to a topic it may not use: '{topic[:200]}'")
 
@@ -331,6 +376,7 @@ class DeviceFront:
 
     # ---- hub.DeviceConnections: device-bound traffic ----------------------------------------------------
     def send_desired_patch(self, device_id: str, patch: dict[str, Any]) -> None:
+        self.make_telemetry_durable()  # the flush below may carry a telemetry PUBACK
         client = self._live.get(device_id)
         topic = f"{DESIRED_PATCH}?$version={patch.get('$version')}"
         if client is None or not self.is_subscribed(device_id, topic):
@@ -340,6 +386,7 @@ class DeviceFront:
         client.flush()
 
     def send_method_request(self, device_id: str, call: MethodCall) -> None:
+        self.make_telemetry_durable()
         client = self._live.get(device_id)
         if client is None:
             return
@@ -348,6 +395,7 @@ class DeviceFront:
         client.flush()
 
     def disconnect_device(self, device_id: str) -> None:
+        self.make_telemetry_durable()
         client = self._live.pop(device_id, None)
         if client is None:
             return
@@ -363,6 +411,7 @@ class DeviceFront:
 
     def deliver_cloud_messages(self, device_id: str) -> None:
         """hub.DeviceConnections: publish the device's waiting cloud-to-device messages, if it is subscribed."""
+        self.make_telemetry_durable()
         client = self._live.get(device_id)
         if client is None or not self.is_subscribed(device_id, f"{_cloud_topic_prefix(device_id)}x"):
             return  # IoT Hub keeps them until the device subscribes to devices/{id}/messages/devicebound/#
@@ -381,6 +430,10 @@ class DeviceFront:
             lock_token = self._cloud_in_flight.get(identity.device_id, {}).pop(packet_id, None)
             if lock_token is not None:
                 self.hub.c2d.complete(identity.device_id, lock_token)
+
+
+def _is_telemetry(event: Any) -> bool:
+    return isinstance(event, MessageReceived) and "/messages/events" in event.topic
 
 
 def _cloud_topic_prefix(device_id: str) -> str:

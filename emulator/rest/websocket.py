@@ -60,6 +60,7 @@ class WebSocketClient(ClientConnectionBase):
             self._outbox.put_nowait(None)
 
     async def close(self, code: int = WSCloseCode.GOING_AWAY) -> None:
+        self.front.make_telemetry_durable()  # no PUBACK of uncommitted telemetry goes out with the close
         self.connection.close()
         self.flush()
         with contextlib.suppress(Exception):

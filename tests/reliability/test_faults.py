@@ -206,6 +206,29 @@ def test_a_job_running_when_the_emulator_dies_ends_failed_with_a_reason(hub):
     assert job["failureReason"] and "restart" in job["failureReason"].lower()
 
 
+def test_a_device_result_the_hub_showed_survives_a_sigkill_mid_job(hub, tmp_path):
+    """One device answers at once, another never connects (the job keeps running); the emulator is
+    SIGKILLed right after a devices.jobs query showed the answer: after the restart that result stands
+    (only the unanswered device ends JobInterrupted)."""
+    rest = rest_of(hub)
+    listener = start_device(hub, rest, tmp_path, "shown")
+    listener.wait_for_event("ready")
+    offline_id, _ = register(rest)
+    job_id = f"shown-{uuid.uuid4().hex[:6]}"
+    rest.call("PUT", f"/jobs/v2/{job_id}", json_body=job_request(job_id, [listener.device_id, offline_id],
+                                                                  connect_timeout=300))
+    shown = wait_for(lambda: (rows := device_jobs(rest, job_id)).get(listener.device_id, {}).get("status")
+                     == "completed" and rows, timeout=WAIT, what="the listener's answer in devices.jobs")
+    sigkill(hub)  # at once: well inside the scheduler's batching window
+    hub.start()
+    rest = rest_of(hub)
+    assert wait_for_job(rest, job_id)["status"] == "failed"
+    after = device_jobs(rest, job_id)
+    assert after[listener.device_id]["status"] == "completed", after[listener.device_id]
+    assert after[listener.device_id]["outcome"] == shown[listener.device_id]["outcome"]
+    assert after[offline_id]["error"]["code"] == "JobInterrupted"
+
+
 def test_a_device_killed_during_a_job_fails_device_not_online_and_the_others_succeed(hub, tmp_path):
     rest = rest_of(hub)
     listeners = [start_device(hub, rest, tmp_path, "fleet") for _ in range(3)]
