@@ -37,7 +37,7 @@ from .mosquitto_ref import TLS_PORT, broker_config, find_mosquitto
 from .mosquitto_ref import _wait_listening as wait_listening
 from .mqtt_client import MqttClient, client_ssl_context, open_client
 from .processes import Child, free_loopback_address
-from .report import Results
+from .report import Figure, Results
 
 DEVICES, PER_DEVICE = 20, 500
 QUICK_DEVICES, QUICK_PER_DEVICE = 5, 100
@@ -191,7 +191,22 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     result: dict[str, Any] = {"hub": _hub_rate(ctx, devices, per_device)}
     ctx.progress("  telemetry: the same through mosquitto to one MQTT subscriber")
     result["mosquitto"] = _mosquitto_rate(ctx, devices, per_device)
+    _record(ctx, result)
     return result
+
+
+SECTION = "8 telemetry"
+
+
+def _record(ctx: BenchContext, result: dict[str, Any]) -> None:
+    hub, mosquitto = result["hub"], result["mosquitto"] or {}
+    what = f"{hub['devices']} raw devices x {hub['messages'] // hub['devices']} messages"
+    ctx.results.add(Figure(SECTION, f"telemetry, devices -> one consumer ({what})", hub["per_second"], "msg/s",
+                           reference=mosquitto.get("per_second"), vs="pub-sub",
+                           note="emulator as shipped (SQLite); consumer: azure-eventhub EventHubConsumerClient"))
+    ctx.results.add(Figure(SECTION, "  of which the hub acknowledged (PUBACK, durable)",
+                           hub["acknowledged_per_second"], "msg/s"))
+    ctx.results.details["telemetry"] = result
 
 
 def main() -> None:

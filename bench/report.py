@@ -30,6 +30,9 @@ class Target:
 
 #: What a reference figure measured, by the key a Figure names in `vs`: every ratio compares one pattern.
 REFERENCES = {
+    "pub-sub": "mosquitto, the same raw devices publishing the same messages QoS 1 over TLS to a broker, one MQTT "
+               "subscriber reading them all (the emulator's side: devices -> PUBACK after a durable write -> "
+               "the Event Hubs-compatible endpoint -> one azure-eventhub consumer).",
     "mqtt-rr": "mosquitto, MQTT request/response: a long-lived requester client publishes the request QoS 1, "
                "the same raw device program answers QoS 1, the requester collects it (two MQTT hops each way "
                "through the broker; the emulator's direct method is HTTPS in, MQTT out).",

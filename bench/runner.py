@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (bench_capacity, bench_cli, bench_client_choice, bench_fleet, bench_jobs, bench_queries, bench_roundtrip,
-               machine, mosquitto_ref)
+               bench_telemetry, machine, mosquitto_ref)
 from .context import BenchContext, Budget, BudgetExhausted, Sizes
 from .hubs import running_fleets, running_hub
 from .processes import raise_fd_limit, rss_bytes
@@ -33,7 +33,7 @@ from .report import Results, text_table, write_results
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_BUDGET_S = 600.0
 QUICK_BUDGET_S = 240.0
-PARTS = ("mosquitto", "roundtrip", "cli", "fleet", "queries")
+PARTS = ("mosquitto", "roundtrip", "cli", "fleet", "queries", "telemetry")
 EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 #: How every emulator and device of the run was set up: printed above the table.
 SETUP = (
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             _part(ctx, "fleet", failures, _fleet_stage, reference, failures)
         if "queries" in parts:
             _part(ctx, "queries", failures, bench_queries.run)
+        if "telemetry" in parts:
+            _part(ctx, "telemetry", failures, bench_telemetry.run)
     except KeyboardInterrupt:
         interrupted = True
         results.note("interrupted: the figures above are from the parts that finished")
