@@ -37,6 +37,7 @@ _SHAPES = [
     (re.compile(r"\b\d+(\.\d+)? s\b"), "<n> s"),
     (re.compile(r"etag [A-Za-z0-9+/=\"]+"), "etag <etag>"),
     (re.compile(r"pid \d+"), "pid <pid>"),
+    (re.compile(r"attempt \d+"), "attempt <n>"),  # how many retries fit in a timeout
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
     (re.compile(r"\b\d+(\.\d+)?s\b"), "<n>s"),
     (re.compile(r"[A-Za-z0-9+/]{4}…\(44 chars\)"), "<masked key>"),  # fresh devices get fresh keys

@@ -1,4 +1,4 @@
-"""The README's quick start and own-code commands, run exactly as written and checked against the output
+"""The README's (and docs/walkthrough.md's) quick start and own-code commands, run exactly as written and checked against the output
 the README shows (see readme_runner.py for the markers).
 
 They run as a newcomer's would: a fresh HOME, no settings, the virtualenv's programs on PATH, and the
@@ -50,8 +50,9 @@ def run_readme(readme: Path, tmp_path: Path, *extra: str) -> subprocess.Complete
                           env=env, capture_output=True, text=True, timeout=540)
 
 
-def test_readme_commands_run_as_written_and_print_what_it_shows(tmp_path):
-    result = run_readme(ROOT / "README.md", tmp_path)
+@pytest.mark.parametrize("document", ["README.md", "docs/walkthrough.md"])
+def test_documented_commands_run_as_written_and_print_what_is_shown(document, tmp_path):
+    result = run_readme(ROOT / document, tmp_path)
     assert result.returncode == 0, result.stderr[-20000:]
 
 

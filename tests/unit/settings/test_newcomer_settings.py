@@ -137,3 +137,17 @@ def test_the_emulator_never_overwrites_another_running_emulators_discovery_file(
     assert result.exit_code == 1
     assert "is the discovery file of the emulator running on 127.0.0.1" in result.output
     assert str(os.getppid()) in taken.read_text()
+
+
+def test_env_example_defaults_work_when_uncommented(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    example = (Path(__file__).resolve().parents[3] / ".env.example").read_text()
+    uncommented = "\n".join(line[2:] if line.startswith("# IOTHUB_EMULATOR_") else line
+                            for line in example.splitlines())
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(uncommented)
+    env = emulator_environment({"HOME": str(tmp_path)}, dotenv)
+    assert env["IOTHUB_EMULATOR_HOME"] == "~/.iothub-emulator"  # expanded where used, as a path
+    assert default_data_dir("127.0.0.1", env) == tmp_path / ".iothub-emulator"
+    assert default_discovery_file("127.0.0.1", env) == (
+        tmp_path / ".iothub-emulator" / "hubs" / "127.0.0.91" / "discovery.json")
