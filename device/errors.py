@@ -13,7 +13,7 @@ EXIT_PROVISIONING = 6  # DPS refused the registration (e.g. 409) or did not assi
 EXIT_CODES_HELP = (
     "Exit codes: 0 stopped by Ctrl-C/SIGTERM; 1 unexpected error; 2 usage error; "
     "3 bad settings; 4 credentials refused by the hub or DPS; "
-    "5 hub or DPS unreachable within --connect-timeout; 6 DPS refused or did not assign the device."
+    "5 hub or DPS unreachable within --connect-timeout; 6 DPS did not assign the device (or refused the registration)."
 )
 
 
