@@ -210,6 +210,17 @@ def _emulator(layers: _Layers) -> tuple[EmulatorInfo | None, str]:
     return None, f"discovery file {path}"
 
 
+def _emulator_serving(layers: _Layers, host: str) -> EmulatorInfo | None:
+    """The running local emulator whose host name a given connection string names, if any."""
+    env = layers.env_for_discovery()
+    paths = [discovery_path(env)] + ([] if env.get(DISCOVERY_ENV) else other_discovery_files(env))
+    for path in paths:
+        info = read_discovery(path)
+        if info is not None and info.host_name.lower() == host.lower():
+            return info
+    return None
+
+
 def emulator_environment(env: Mapping[str, str] | None = None,
                          dotenv_path: str | Path | None = None) -> dict[str, str]:
     """The environment with IOTHUB_EMULATOR_HOME and IOTHUB_EMULATOR_DISCOVERY taken from .env when the
@@ -233,13 +244,13 @@ def resolve_device_settings(flags: Mapping[str, str | None] | None = None, *,
 
     if cs_value:
         cs = _parse(cs_value, DEVICE_CONNECTION_STRING, "device")
-        emulator = None if is_azure_host(cs.host) else _emulator(layers)[0]
+        emulator = None if is_azure_host(cs.host) else _emulator_serving(layers, cs.host)
         return DeviceSettings(cs, None, _ca_for_host(layers, cs.host, emulator), cs_value.source,
                               is_emulator=bool(emulator and emulator.host_name == cs.host))
 
     if any(dps_given.values()):
         prov = _provisioning_from_layers(layers, dps_given)
-        emulator = None if is_azure_host(prov.host) else _emulator(layers)[0]
+        emulator = None if is_azure_host(prov.host) else _emulator_serving(layers, prov.host)
         source = next(v.source for v in dps_given.values() if v)
         return DeviceSettings(None, prov, _ca_for_host(layers, prov.host, emulator), source,
                               is_emulator=bool(emulator and emulator.host_name == prov.host))
@@ -324,7 +335,7 @@ def resolve_service_settings(flags: Mapping[str, str | None] | None = None, *,
     cs_value = layers.get(SERVICE_CONNECTION_STRING)
     if cs_value:
         cs = _parse(cs_value, SERVICE_CONNECTION_STRING, "service")
-        emulator = None if is_azure_host(cs.host) else _emulator(layers)[0]
+        emulator = None if is_azure_host(cs.host) else _emulator_serving(layers, cs.host)
         return ServiceSettings(cs, _ca_for_host(layers, cs.host, emulator), cs_value.source,
                                is_emulator=bool(emulator and emulator.host_name == cs.host))
     emulator, source = _emulator(layers)

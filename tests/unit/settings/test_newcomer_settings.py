@@ -151,3 +151,16 @@ def test_env_example_defaults_work_when_uncommented(tmp_path, monkeypatch):
     assert default_data_dir("127.0.0.1", env) == tmp_path / ".iothub-emulator"
     assert default_discovery_file("127.0.0.1", env) == (
         tmp_path / ".iothub-emulator" / "hubs" / "127.0.0.91" / "discovery.json")
+
+
+def test_an_explicit_connection_string_finds_its_emulator_among_several(home, tmp_path):
+    env = {"IOTHUB_EMULATOR_HOME": str(home)}
+    for address in ("127.0.0.91", "127.0.0.92"):
+        write_discovery(info(address), home / "hubs" / address / "discovery.json")
+    cs = f"HostName=127.0.0.92;SharedAccessKeyName=iothubowner;SharedAccessKey={KEY}"
+    settings = resolve_service_settings({"IOTHUB_CONNECTION_STRING": cs}, env=env, dotenv_path=tmp_path / "none")
+    assert settings.is_emulator and settings.ca_file == Path("/nonexistent/ca.pem")
+    device = resolve_device_settings(
+        {"IOTHUB_DEVICE_CONNECTION_STRING": f"HostName=127.0.0.91;DeviceId=d;SharedAccessKey={KEY}"},
+        env=env, dotenv_path=tmp_path / "none")
+    assert device.is_emulator
