@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,15 +22,20 @@ SECTION = "2 jobs"
 METHOD_JOB_TARGET = Target("<=", 10.0, "s")
 
 
-def job_request(job_type: str, devices: int, max_seconds: int) -> dict[str, Any]:
-    """A JobRequest for the first `devices` bench devices (tags.index < N), starting now."""
+RAW_METHOD = ("lockDoor", {"minutes": 1})  # the raw clients answer any method alike
+
+
+def job_request(job_type: str, devices: int, max_seconds: int, condition: str | None = None,
+                method: tuple[str, Any] = RAW_METHOD) -> dict[str, Any]:
+    """A JobRequest for the first `devices` bench devices (tags.index < N), or those `condition`
+    selects, starting now."""
     body: dict[str, Any] = {
         "jobId": f"bench-{job_type}-{devices}-{uuid.uuid4().hex[:8]}", "type": job_type,
-        "queryCondition": f"tags.bench = 'fleet' AND tags.index < {devices}",
+        "queryCondition": condition or f"tags.bench = 'fleet' AND tags.index < {devices}",
         "startTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "maxExecutionTimeInSeconds": max_seconds}
     if job_type == "scheduleDeviceMethod":
-        body["cloudToDeviceMethod"] = {"methodName": "lockDoor", "payload": {"minutes": 1},
+        body["cloudToDeviceMethod"] = {"methodName": method[0], "payload": method[1],
                                        "responseTimeoutInSeconds": 30, "connectTimeoutInSeconds": 0}
     else:
         body["updateTwin"] = {"properties": {"desired": {"bench": {"run": uuid.uuid4().hex[:8]}}}, "etag": "*"}
@@ -41,8 +47,10 @@ def poll_interval(devices: int) -> float:
     return 0.02 if devices <= 1000 else 0.1
 
 
-def run_job(caller: RawServiceCaller, job_type: str, devices: int, time_limit: float) -> dict[str, Any]:
-    body = job_request(job_type, devices, max_seconds=max(int(time_limit) + 60, 60))
+def run_job(caller: RawServiceCaller, job_type: str, devices: int, time_limit: float,
+            condition: str | None = None, method: tuple[str, Any] = RAW_METHOD) -> dict[str, Any]:
+    body = job_request(job_type, devices, max_seconds=max(int(time_limit) + 60, 60), condition=condition,
+                       method=method)
     started = time.perf_counter()
     status, job = caller.request("PUT", f"/jobs/v2/{body['jobId']}", body)
     if status != 200:
@@ -60,6 +68,7 @@ def run_job(caller: RawServiceCaller, job_type: str, devices: int, time_limit: f
     if job.get("endTime") and job.get("createdTime"):
         own = parse_utc(job["endTime"]) - parse_utc(job["createdTime"])
     return {"type": job_type, "devices": devices, "status": job.get("status"), "wall_seconds": wall,
+            "started": started, "desired": (body.get("updateTwin") or {}).get("properties", {}).get("desired"),
             "job_seconds": own, "succeeded": stats.get("succeededCount", 0), "failed": stats.get("failedCount", 0),
             "device_count": stats.get("deviceCount", 0), "failure_reason": job.get("failureReason")}
 
@@ -76,14 +85,31 @@ def run(ctx: BenchContext, hub: HubInfo, fleets: list[tuple[Child, dict[str, Any
                 limit = ctx.budget.cap(ctx.sizes.job_time_limit_s)
                 ctx.progress(f"  {label} over {devices} devices (limit {limit:.0f} s)")
                 before = fleet_counters(fleets)
+                ctx.results.details.setdefault("raw_fleet", {"devices": sum(r["connected"] for _, r in fleets),
+                                                             "rss_bytes": before["rss_bytes"]})
                 outcome = run_job(caller, job_type, devices, limit)
+                if job_type == "scheduleUpdateTwin":
+                    outcome["acks_seconds"] = wait_for_acks(
+                        lambda: fleet_counters(fleets)["reported"] - before["reported"], devices,
+                        outcome["started"], ctx.budget.cap(ctx.sizes.job_time_limit_s))
                 after = fleet_counters(fleets)
-                outcome["device_side"] = {k: after[k] - before[k] for k in ("methods", "patches")}
+                outcome["device_side"] = {k: after[k] - before[k] for k in ("methods", "patches", "reported")}
                 outcomes.append(outcome)
                 _add_figures(ctx, label, outcome, limit, reference.get("fanout", {}).get(devices))
     finally:
         caller.close()
         ctx.results.details["jobs"] = outcomes
+
+
+def wait_for_acks(count: Callable[[], int], devices: int, started: float, limit: float) -> float | None:
+    """Seconds from the twin job's start until `count()` (the devices' reported acknowledgements of
+    its desired patch) reaches `devices`; None if not within `limit`."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        if count() >= devices:
+            return time.perf_counter() - started
+        time.sleep(0.1)
+    return None
 
 
 def _add_figures(ctx: BenchContext, label: str, outcome: dict[str, Any], limit: float,
@@ -100,6 +126,10 @@ def _add_figures(ctx: BenchContext, label: str, outcome: dict[str, Any], limit: 
     ref_ops = devices / reference if reference else None
     ctx.results.add(Figure(SECTION, f"{label}, {devices:,} devices: device operations/s", ops, "ops/s",
                            reference=ref_ops))
+    if not is_method:
+        acks = outcome.get("acks_seconds")
+        ctx.results.add(Figure(SECTION, f"{label}, {devices:,} devices: reported acknowledgements/s",
+                               devices / acks if acks else None, "patches/s"))
     if not done:
         ctx.results.note(f"{label} over {devices:,} devices: {outcome['status']} after "
                          f"{outcome['wall_seconds']:.1f} s (limit {limit:.0f} s) with {finished:,} of "

@@ -1,4 +1,4 @@
-"""5. Queries and event-loop stalls at scale: one emulator with N registered devices (100,000 in a full
+"""7. Queries and event-loop stalls at scale: one emulator with N registered devices (100,000 in a full
 run), persisted to SQLite as the emulator ships, none connected.
 
 - registration: N devices through the hub's bulk registration (1,000 per store transaction);
@@ -26,7 +26,7 @@ from .hubs import API_VERSION, HubInfo, running_hub
 from .report import Figure, Target
 from .stats import summarize
 
-SECTION = "5 queries"
+SECTION = "7 queries"
 SELECTIVE_TARGET = Target("<=", 20.0, "ms")
 PAGE_TARGET = Target("<=", 50.0, "ms")
 STALL_TARGET = Target("<=", 50.0, "ms")

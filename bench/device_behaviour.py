@@ -7,6 +7,8 @@ the same request/response pattern on plain broker topics: the requester publishe
 
 from __future__ import annotations
 
+import json
+
 from .mqtt_client import rid_of
 
 METHOD_REQUEST = "$iothub/methods/POST/"
@@ -28,6 +30,21 @@ def hub_reply(topic: str) -> tuple[str, bytes] | None:
     if rid is None:
         return None
     return f"$iothub/methods/res/200/?$rid={rid}", METHOD_ANSWER
+
+
+def reported_ack(payload: bytes, rid: str) -> tuple[str, bytes] | None:
+    """The reported patch acknowledging a desired patch (IoT Central's shape, as iothub-device
+    reports it); None when the patch is not a JSON object."""
+    try:
+        patch = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(patch, dict):
+        return None
+    version = patch.get("$version")
+    ack = {name: {"value": value, "ac": 200, "ad": "completed", "av": version}
+           for name, value in patch.items() if not name.startswith("$")}
+    return f"$iothub/twin/PATCH/properties/reported/?$rid={rid}", json.dumps(ack).encode()
 
 
 def reference_request_topic(device: str, rid: str) -> str:

@@ -1,4 +1,6 @@
-"""`python -m bench.fleet`: a process holding many lightweight raw-MQTT devices that answer at once.
+"""`python -m bench.fleet`: a process holding many raw-MQTT devices that answer at once: the fleet
+engine's lowest layer (device/fleet/mqtt.py) with no DeviceAgent on top, the benchmark's reference
+for what `iothub-device --count` costs.
 
 Talks to its parent on stdin/stdout with JSON lines: after connecting it prints
 {"event": "connected", ...}; the line `stats` prints {"event": "stats", ...}; `quit` or end of input
@@ -13,15 +15,20 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from emulator.mqtt.codec import Connect, Publish
+from device.fleet.topics import device_subscriptions
+from mqttcodec import Connect, Publish
 from hubsettings import build_token
 
-from .device_behaviour import device_id, hub_reply, reference_reply, reference_request_filter
-from .mqtt_client import MqttClient, client_ssl_context, open_client
+from .device_behaviour import (DESIRED_PATCH, device_id, hub_reply, reference_reply, reference_request_filter,
+                               reported_ack)
+from .mqtt_client import MqttClient, client_ssl_context, open_client, shrink_tls_read_buffers
 
 #: No PINGREQs are sent: a keepalive longer than any bench run keeps the hub's sweep honest but idle.
+TWIN_ANSWER_OK = "$iothub/twin/res/204/"
 KEEPALIVE_SECONDS = 1200
 TOKEN_TTL_SECONDS = 3 * 3600
 #: Devices per fleet process: two processes share 10,000 devices (one core each on a 2-core machine).
@@ -41,16 +48,19 @@ def fleet_parts(count: int, per_process: int = DEVICES_PER_PROCESS) -> list[tupl
 class Counters:
     methods: int = 0
     patches: int = 0
+    reported: int = 0  # reported patches (acknowledgements of desired patches) the hub accepted
     other: int = 0
 
 
-def _shrink_tls_read_buffers() -> None:
-    """asyncio gives every TLS connection a zero-filled 256 KiB read buffer (SSLProtocol.max_size):
-    5,000 client connections would hold 1.3 GB for nothing. One TLS record (16 KiB) is plenty here.
-    This is the bench's own client process; the emulator is measured as shipped."""
-    import asyncio.sslproto
-
-    asyncio.sslproto.SSLProtocol.max_size = 16 * 1024 + 1024
+def _own_rss() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _raise_fd_limit() -> None:
@@ -64,14 +74,21 @@ class Fleet:
         self.args = args
         self.counters = Counters()
         self.clients: list[MqttClient] = []
+        self._next_rid = 0
         self.ssl_context = client_ssl_context(args.ca) if args.ca else None
 
     def on_publish(self, client: MqttClient, packet: Publish) -> None:
         if self.args.mode == "hub":
             reply = hub_reply(packet.topic)
             if reply is None:
-                if packet.topic.startswith("$iothub/twin/PATCH/properties/desired/"):
+                if packet.topic.startswith(DESIRED_PATCH):  # acknowledged, as iothub-device does
                     self.counters.patches += 1
+                    self._next_rid += 1
+                    ack = reported_ack(bytes(packet.payload), str(self._next_rid))
+                    if ack is not None:
+                        client.publish(ack[0], ack[1], qos=1)
+                elif packet.topic.startswith(TWIN_ANSWER_OK):
+                    self.counters.reported += 1
                 else:
                     self.counters.other += 1
                 return
@@ -100,12 +117,15 @@ class Fleet:
                                            ssl_context=self.ssl_context, on_publish=self.on_publish)
                 if self.args.mode == "mosquitto":
                     await client.subscribe(reference_request_filter(device), qos=0)
+                else:  # as a device does: IoT Hub delivers by subscription
+                    await client.subscribe(device_subscriptions(device), qos=1)
             except Exception as e:  # noqa: BLE001 - counted and reported, the others go on
                 failures.append(f"{device}: {type(e).__name__}: {e}")
                 return
         self.clients.append(client)
 
     async def connect_all(self) -> dict:
+        rss_before = _own_rss()
         started = time.perf_counter()
         slots = asyncio.Semaphore(self.args.concurrency)
         failures: list[str] = []
@@ -113,12 +133,13 @@ class Fleet:
                                for i in range(self.args.start, self.args.start + self.args.count)))
         return {"event": "connected", "connected": len(self.clients), "failed": len(failures),
                 "first_error": failures[0] if failures else None,
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "rss_before_bytes": rss_before}
 
     def stats(self) -> dict:
         open_now = sum(1 for c in self.clients if not c.closed.done())
         return {"event": "stats", "methods": self.counters.methods, "patches": self.counters.patches,
-                "other": self.counters.other, "open": open_now}
+                "reported": self.counters.reported, "other": self.counters.other, "open": open_now,
+                "rss_bytes": _own_rss()}
 
     async def close_all(self) -> None:
         for client in self.clients:
@@ -132,8 +153,9 @@ def _emit(message: dict) -> None:
     sys.stdout.flush()
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fleet = Fleet(args)
+async def _serve(args: argparse.Namespace, make: Callable[[argparse.Namespace], Any]) -> None:
+    """The JSON-lines conversation with the parent, for any fleet with connect_all, stats and close_all."""
+    fleet = make(args)
     _emit(await fleet.connect_all())
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -148,9 +170,10 @@ async def _serve(args: argparse.Namespace) -> None:
     _emit({**fleet.stats(), "event": "closed"})
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__)
-    parser.add_argument("--mode", choices=("hub", "mosquitto"), default="hub")
+def parse_args(argv: list[str] | None = None, *, prog: str = "python -m bench.fleet", description: str | None = __doc__,
+               modes: tuple[str, ...] = ("hub", "mosquitto")) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--mode", choices=modes, default="hub")
     parser.add_argument("--host", required=True, help="address to dial")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ca", default=None, help="CA PEM to trust; TLS when given")
@@ -166,14 +189,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def run_fleet_process(args: argparse.Namespace, make: Callable[[argparse.Namespace], Any]) -> None:
     _raise_fd_limit()
-    _shrink_tls_read_buffers()
     try:
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, make))
     except KeyboardInterrupt:
         pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    shrink_tls_read_buffers()
+    run_fleet_process(parse_args(argv), Fleet)
 
 
 if __name__ == "__main__":

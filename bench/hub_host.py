@@ -57,7 +57,8 @@ def _answer(line: str, meter: StallMeter) -> None:
 async def _serve(args: argparse.Namespace) -> None:
     server = EmulatorServer(EmulatorConfig(address=args.address, in_memory=args.data_dir is None,
                                            data_dir=args.data_dir, write_discovery=False,
-                                           mqtt_port=args.mqtt_port, rest_port=args.rest_port))
+                                           mqtt_port=args.mqtt_port, rest_port=args.rest_port,
+                                           amqp_port=None))  # no bench row uses AMQP
     await server.start()
     meter = StallMeter()
     try:

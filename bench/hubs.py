@@ -155,11 +155,12 @@ def running_fleets(ctx: BenchContext, hub: HubInfo, count: int,
 
 
 def fleet_counters(fleets: list[tuple[Child, dict[str, Any]]]) -> dict[str, int]:
-    """Methods answered, desired patches received and connections open, summed over the fleets."""
-    totals = {"methods": 0, "patches": 0, "open": 0}
+    """Methods answered, desired patches received, reported patches accepted, connections open and
+    the fleet processes' RSS, summed over the fleets."""
+    totals = {"methods": 0, "patches": 0, "reported": 0, "open": 0, "rss_bytes": 0}
     for child, _ in fleets:
         child.send("stats")
         stats = child.expect("stats", 30)
         for key in totals:
-            totals[key] += stats[key]
+            totals[key] += stats.get(key) or 0
     return totals

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.certs import ensure_certificates
-from emulator.mqtt.codec import Connect, Publish
+from mqttcodec import Connect, Publish
 
 from .context import BenchContext
 from .device_behaviour import REFERENCE_RESPONSES, device_id, reference_request_topic

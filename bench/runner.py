@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import bench_capacity, bench_cli, bench_jobs, bench_queries, bench_roundtrip, machine, mosquitto_ref
+from . import (bench_capacity, bench_cli, bench_client_choice, bench_fleet, bench_jobs, bench_queries, bench_roundtrip,
+               machine, mosquitto_ref)
 from .context import BenchContext, Budget, BudgetExhausted, Sizes
 from .hubs import running_fleets, running_hub
 from .processes import raise_fd_limit, rss_bytes
@@ -31,7 +32,7 @@ from .report import Results, text_table, write_results
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_BUDGET_S = 600.0
-QUICK_BUDGET_S = 150.0
+QUICK_BUDGET_S = 240.0
 PARTS = ("mosquitto", "roundtrip", "cli", "fleet", "queries")
 EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -84,6 +85,9 @@ def _fleet_stage(ctx: BenchContext, reference: dict[str, Any], failures: list[st
                   connect_seconds, reference)
             _part(ctx, "jobs", failures, bench_jobs.run, hub, fleets, reference)
             _part(ctx, "sustained", failures, bench_capacity.run_sustained, hub, devices, reference)
+    # The fleet users get (iothub-device --count), after the raw clients so that it meets an idle machine.
+    _part(ctx, "fleet-engine", failures, bench_fleet.run, reference)
+    _part(ctx, "client-choice", failures, bench_client_choice.run, reference)
 
 
 def _small_stage(ctx: BenchContext, parts: set[str], reference: dict[str, Any], failures: list[str]) -> None:

@@ -116,8 +116,12 @@ class DeviceAgent:
                            hint=emulator_hint(self.settings), sleep=self._sleep, clock=self._clock)
         self._set_connected(True)
         # Receive handlers only once connected: the SDK's setter subscribes (and would auto-connect
-        # outside the retry above). The setter blocks until subscribed, hence the thread.
-        await asyncio.to_thread(self._attach_receive_handlers, client)
+        # outside the retry above). The SDK's setter blocks until subscribed, hence the thread; the
+        # fleet engine's clients subscribe when they connect and say so.
+        if getattr(client, "handler_setters_block", True):
+            await asyncio.to_thread(self._attach_receive_handlers, client)
+        else:
+            self._attach_receive_handlers(client)
         await self._report(static_properties())
         await self.read_twin("start")
         if self.options.telemetry:
@@ -150,6 +154,10 @@ class DeviceAgent:
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._connected)
 
     async def drain(self) -> None:
         """Wait until every handler task started so far has finished (tests, orderly stop)."""
@@ -225,7 +233,10 @@ class DeviceAgent:
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(function, *args)
+            if _running_loop() is loop:  # the fleet engine calls in from the loop itself: no wake-up needed
+                loop.call_soon(function, *args)
+            else:
+                loop.call_soon_threadsafe(function, *args)
         except RuntimeError:  # the loop closed while the SDK was still calling in: nothing to do
             pass
 
@@ -385,6 +396,13 @@ class DeviceAgent:
                 self.say(f"telemetry not sent: {describe_error(e) or type(e).__name__}")
             else:
                 self.say("telemetry " + " ".join(f"{k}={v}" for k, v in reading.items()))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _short_json(value: Any, limit: int = 160) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,8 +15,11 @@ from hubsettings import DeviceSettings, SettingsError, mask_secrets, resolve_dev
 
 from .app import RunOptions
 from .connecting import Backoff
-from .errors import EXIT_CODES_HELP, EXIT_OK, EXIT_UNEXPECTED, DeviceError, SettingsProblem
+from .errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, DeviceError, SettingsProblem
 from .eventlog import EventLog
+from .fleet.launch import Pace, serve_fleet
+from .fleet.runner import FleetOptions
+from .fleet.sources import read_connection_strings
 from .methods import MethodConfig
 from .runner import install_stop_signals, run_devices
 from .sdk import SdkClientFactory
@@ -42,8 +46,13 @@ EPILOG = (
     "If the hub refuses a device's credentials after it has connected (the device was deleted, disabled "
     "or given new keys), the SDK never reconnects it: that device stops. A single device's listener then "
     "exits 4; with --count the other devices keep running, and the listener exits 4 once no device is "
-    "left running (Ctrl-C/SIGTERM before that still exits 0; its last line names the devices that "
-    "stopped).\n\n"
+    "left running (SIGTERM before that still exits 0, Ctrl-C 130; its last line names the devices "
+    "that stopped).\n\n"
+    "A fleet (--count or --connection-strings-file) runs on a lean MQTT engine in one process (up to "
+    "10,000 devices): each device answers exactly as the one-device listener does. Devices start "
+    "--concurrency at a time; one that fails does not stop the others: the fleet is ready once each "
+    "has had its first try, names the ones that failed and keeps retrying them. A terminal shows a "
+    "live progress line; the last line sums up what the fleet did.\n\n"
     + EXIT_CODES_HELP
 )
 
@@ -142,6 +151,20 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
                    "through DPS (the local emulator, or DPS group enrollment settings).")
 @click.option("--device-id-prefix", default="sim-", show_default=True, metavar="PREFIX",
               help="Device id prefix for --count.")
+@click.option("--connection-strings-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Run one simulated device per line of this file of device connection strings (blank "
+                   "lines and # comments skipped), e.g. devices created on an Azure IoT hub.")
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=100, show_default=True, metavar="N",
+              help="Fleet: device starts (and reconnects) in flight at a time.")
+@click.option("--connect-rate", type=float, callback=_positive, metavar="PER_SECOND",
+              help="Fleet: new hub connections per second at most (default: no limit on the local "
+                   "emulator, 100 on Azure).")
+@click.option("--registration-rate", type=float, callback=_positive, metavar="PER_SECOND",
+              help="Fleet: DPS registrations per second at most (default: no limit on the local emulator, "
+                   "3 on Azure, about what one DPS unit accepts).")
+@click.option("--device-events/--no-device-events", default=None,
+              help="Fleet: one line per device event, as one device prints them (default: on up to 100 "
+                   "devices; above that a progress line and the fleet's own lines only).")
 @click.option("--reboot-delay", type=float, default=5.0, show_default=True, callback=_positive,
               metavar="SECONDS", help="How long a rebootDevice takes before rebootTime is reported "
                                       "(the tutorial used 20).")
@@ -158,7 +181,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
 @click.option("-v", "--verbose", is_flag=True, help="Also show the SDK's own logs (on stderr).")
 @click.option("--json-logs", is_flag=True, help="Print events as JSON lines instead of text.")
 @click.pass_context
-def cli(ctx: click.Context, count: int | None, device_id_prefix: str, reboot_delay: float,
+def cli(ctx: click.Context, count: int | None, device_id_prefix: str, connection_strings_file: Path | None,
+        concurrency: int, connect_rate: float | None, registration_rate: float | None,
+        device_events: bool | None, reboot_delay: float,
         diagnostics_delay: float, telemetry: bool, telemetry_interval: float, connect_timeout: float,
         verbose: bool, json_logs: bool, env_file: str | None, **setting_options: str | None) -> None:
     """Run a simulated IoT device until Ctrl-C or SIGTERM.
@@ -171,6 +196,12 @@ def cli(ctx: click.Context, count: int | None, device_id_prefix: str, reboot_del
     deps: dict[str, Any] = ctx.obj or {}
     if count is not None and setting_options.get("device_id"):
         raise click.UsageError("--device-id and --count exclude each other (use --device-id-prefix)")
+    if connection_strings_file is not None:
+        clash = [f"--{name.replace('_', '-')}" for name, value in setting_options.items()
+                 if value and name != "ca_file"] + (["--count"] if count is not None else [])
+        if clash:
+            raise click.UsageError(f"--connection-strings-file names the devices: leave out {', '.join(clash)}")
+    fleet_mode = count is not None or connection_strings_file is not None
     configure_logging(verbose)
     log: EventLog = deps.get("log") or EventLog(json_lines=json_logs)
     flags = {SETTING_OPTIONS[name]: value for name, value in setting_options.items()}
@@ -182,9 +213,12 @@ def cli(ctx: click.Context, count: int | None, device_id_prefix: str, reboot_del
     options = RunOptions(
         methods=MethodConfig(reboot_delay=reboot_delay, diagnostics_delay=diagnostics_delay),
         telemetry=telemetry, telemetry_interval=telemetry_interval,
-        backoff=Backoff(timeout=connect_timeout))
+        backoff=Backoff(timeout=connect_timeout, jitter=0.5 if fleet_mode else 0.0))
     try:
-        if count is None:
+        if connection_strings_file is not None:
+            devices = read_connection_strings(connection_strings_file,
+                                              lambda line: resolve_with_env_file({**flags, **line}))
+        elif count is None:
             devices = [resolve_with_env_file(flags)]
         else:
             devices = fleet_settings(flags, count, device_id_prefix, resolve_with_env_file)
@@ -193,12 +227,18 @@ def cli(ctx: click.Context, count: int | None, device_id_prefix: str, reboot_del
                                           if len(devices) > 1 else ""))
         if devices[0].is_emulator and not devices[0].emulator_running:
             log.info(no_emulator_line(connect_timeout))
-        code = asyncio.run(_serve(devices, options, deps, log))
+        if fleet_mode:
+            fleet = FleetOptions(concurrency=concurrency,
+                                 device_events=len(devices) <= 100 if device_events is None else device_events)
+            pace = Pace(concurrency, connect_rate, registration_rate)
+            code = asyncio.run(_serve_fleet(devices, options, fleet, pace, deps, log, json_logs))
+        else:
+            code = asyncio.run(_serve(devices, options, deps, log))
     except (SettingsError, DeviceError) as e:
         click.echo(mask_secrets(f"Error: {e}"), err=True)
         ctx.exit(getattr(e, "exit_code", SettingsProblem.exit_code))
     except KeyboardInterrupt:  # Ctrl-C before the loop's own handler was installed
-        code = EXIT_OK
+        code = EXIT_INTERRUPTED if fleet_mode else EXIT_OK
     except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
         click.echo(mask_secrets(f"Error: unexpected {type(e).__name__}: {e} (please report this; "
                                 "--verbose shows the SDK's logs)"), err=True)
@@ -217,6 +257,12 @@ async def _serve(devices: list[DeviceSettings], options: RunOptions, deps: Mappi
                                  **{k: deps[k] for k in ("sleep", "clock", "now", "started") if k in deps})
     finally:
         remove_signals()
+
+
+async def _serve_fleet(devices: list[DeviceSettings], options: RunOptions, fleet: FleetOptions, pace: Pace,
+                       deps: Mapping[str, Any], log: EventLog, json_lines: bool) -> int:
+    asyncio.get_running_loop().set_exception_handler(_quiet_exception_handler)
+    return await serve_fleet(devices, options, fleet, pace, deps, log, json_lines)
 
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

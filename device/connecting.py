@@ -8,6 +8,7 @@ Later drops are the SDK's business (it reconnects by itself); the app only logs 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,10 +26,13 @@ class Backoff:
     initial: float = 1.0
     factor: float = 2.0
     maximum: float = 15.0
+    jitter: float = 0.0  # a fleet waits a random part of each delay, so its devices do not retry in step
 
     def delay(self, attempt: int) -> float:
-        """The wait after failed attempt number `attempt` (1-based): 1, 2, 4, 8, 15, 15, ..."""
-        return min(self.maximum, self.initial * self.factor ** (attempt - 1))
+        """The wait after failed attempt number `attempt` (1-based): 1, 2, 4, 8, 15, 15, ...
+        (each shortened by up to `jitter` of itself at random)."""
+        ceiling = min(self.maximum, self.initial * self.factor ** (attempt - 1))
+        return ceiling * (1.0 - self.jitter * random.random()) if self.jitter else ceiling
 
 
 async def with_backoff(attempt: Callable[[], Awaitable[T]], *, what: str, target: str,

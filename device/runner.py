@@ -119,6 +119,11 @@ async def _serve(agents: list[DeviceAgent], refusals: dict[asyncio.Task, DeviceA
                 log.info(f"{last.device_id} stopped (credentials refused); "
                          f"{len(running)} of {len(agents)} devices still running")
     assert last is not None
+    return all_refused_error(agents, last)
+
+
+def all_refused_error(agents: list[DeviceAgent], last: DeviceAgent) -> AuthenticationRefused:
+    """The final error once the hub has refused every device of a fleet (`last` the last one)."""
     if len(agents) == 1:
         return AuthenticationRefused(last.refusal_message())
     return AuthenticationRefused(
@@ -132,13 +137,20 @@ def _in_fleet(agents: list[DeviceAgent], agent: DeviceAgent, message: str) -> st
     return f"{agent.device_id}: {message}" if len(agents) > 1 else message
 
 
-def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
-    """Ctrl-C and SIGTERM set `stop` (a clean shutdown); returns a function that undoes this."""
+def install_stop_signals(stop: asyncio.Event, received: list[int] | None = None) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM set `stop` (a clean shutdown), and are appended to `received` when given;
+    returns a function that undoes this."""
     loop = asyncio.get_running_loop()
     installed = []
+
+    def stop_on(sig: int) -> None:
+        if received is not None:
+            received.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_on, sig)
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
             pass

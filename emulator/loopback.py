@@ -16,8 +16,9 @@ from pathlib import Path
 
 from hubsettings import wellknown
 
-#: What an emulator with default settings binds: MQTT, and 443 or (where 443 is not permitted) the fallback.
-EMULATOR_PORTS = (wellknown.MQTT_PORT, wellknown.REST_PORT, wellknown.REST_FALLBACK_PORT)
+#: What an emulator with default settings binds: MQTT, AMQP, and 443 or (where 443 is not permitted) the
+#: fallback.
+EMULATOR_PORTS = (wellknown.MQTT_PORT, wellknown.AMQP_PORT, wellknown.REST_PORT, wellknown.REST_FALLBACK_PORT)
 
 
 class NoFreeLoopbackAddress(RuntimeError):

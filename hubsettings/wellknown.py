@@ -13,6 +13,7 @@ MQTT_PORT = 8883  # hard-coded by azure-iot-device
 # (MQTT over WebSockets always dials 443; the Node service SDK and az take no port in HostName).
 REST_PORT = 443
 REST_FALLBACK_PORT = 9443  # where the emulator serves them when it may not bind 443 (8443 is often taken)
+AMQP_PORT = 5671  # AMQP over TLS: the service SDKs' cloud-to-device messages and feedback
 BIND_ADDRESS = "127.0.0.1"
 
 #: Shared access policies, as on a new IoT Hub: name -> (key, rights).

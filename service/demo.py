@@ -24,7 +24,7 @@ from hubsettings import EmulatorInfo, parse_connection_string
 from .demo_processes import (ChildProcess, Emulator, ProcessFailed, child_env, device_command,
                              emulator_command, free_loopback_address, stop_all)
 from .demo_steps import LogFollower, StepFailed, Steps
-from .demo_stories import Cast, jobs_story, reboot_story, sensor_story
+from .demo_stories import Cast, jobs_story, reboot_story, scale_story, sensor_story
 from .demo_telemetry import received_messages
 
 EXIT_OK = 0
@@ -43,6 +43,11 @@ DEMO_EPILOG = ("\b\nExit codes:\n"
                f"  {EXIT_INTERRUPTED}  interrupted (Ctrl-C or SIGTERM); everything was stopped")
 
 DEVICE_OPTIONS = ("--reboot-delay", "2", "--diagnostics-delay", "2", "--connect-timeout", "30")
+
+
+def scale_start_timeout(devices: int) -> float:
+    """A big fleet provisions every device through DPS first: allow for that on a loaded machine."""
+    return START_TIMEOUT + devices / 50
 
 
 class Interrupted(Exception):
@@ -100,9 +105,9 @@ class DemoRun:
         self.children.append(child.start())
         return child
 
-    def wait_devices_ready(self, devices: list[ChildProcess]) -> None:
+    def wait_devices_ready(self, devices: list[ChildProcess], timeout: float = START_TIMEOUT) -> None:
         for child in devices:
-            child.wait_for_line("press Ctrl-C to stop", START_TIMEOUT)
+            child.wait_for_line("press Ctrl-C to stop", timeout)
             first = child.output().splitlines()[0]
             if str(self.discovery_file) not in first:  # it must have found *our* emulator
                 raise ProcessFailed(f"{child.name} does not use the demo's emulator: {first}")
@@ -117,7 +122,7 @@ class DemoRun:
 
 
 def run_demo(work_dir: Path, fleet_size: int, address: str | None,
-             echo: Callable[..., None] = click.echo) -> int:
+             echo: Callable[..., None] = click.echo, scale: int = 0) -> int:
     """Set up, tell the stories, stop everything; returns the exit code."""
     demo = DemoRun(work_dir, fleet_size, echo)
     started = time.monotonic()
@@ -130,7 +135,7 @@ def run_demo(work_dir: Path, fleet_size: int, address: str | None,
         cast = Cast(device="myDeviceId",
                     fleet=tuple(f"door-{n:03d}" for n in range(1, fleet_size + 1)),
                     chosen=tuple(f"door-{n:03d}" for n in range(1, fleet_size)),
-                    sensor="sensor-01", fleet_prefix="door-")
+                    sensor="sensor-01", fleet_prefix="door-", scale=scale)
         devices = [
             demo.start_device("myDeviceId", "--no-telemetry", *DEVICE_OPTIONS),
             demo.start_device("fleet", "--count", str(fleet_size), "--device-id-prefix", "door-",
@@ -138,13 +143,18 @@ def run_demo(work_dir: Path, fleet_size: int, address: str | None,
             demo.start_device("sensor-01", "--device-id", cast.sensor, "--telemetry-interval", "1",
                               *DEVICE_OPTIONS),
         ]
+        bulk = [demo.start_device("bulk", "--count", str(scale), "--device-id-prefix", cast.scale_prefix,
+                                  "--no-telemetry", *DEVICE_OPTIONS)] if scale else []
         demo.wait_devices_ready(devices)
+        demo.wait_devices_ready(bulk, scale_start_timeout(scale))
         echo(f"    ready in {time.monotonic() - started:.1f} s")
         steps = Steps(env=child_env(demo.discovery_file), cwd=work_dir, devices=LogFollower(devices), echo=echo,
                       expected_hub=f"Using IoT hub {service_host_name(info)} ")
         stories = [("reboot", lambda: reboot_story(steps, cast)),
                    ("jobs", lambda: jobs_story(steps, cast)),
                    ("IoT Central sensor", lambda: sensor_story(steps, cast, lambda d: received_messages(info, d)))]
+        if scale:
+            stories.append(("jobs at scale", lambda: scale_story(steps, cast)))
         for number, (name, tell) in enumerate(stories, 1):
             echo()
             echo(click.style(f"== Story {number}/{len(stories)}: {name} ==", bold=True))
@@ -233,13 +243,17 @@ def _refuse_hub_settings(ctx: click.Context) -> None:
 @click.command("demo", epilog=DEMO_EPILOG)
 @click.option("--fleet-size", type=click.IntRange(2, 50), default=4, show_default=True,
               help="Simulated devices in the jobs story's fleet (a twin query picks all but one).")
+@click.option("--scale", type=click.IntRange(0, 10000), default=0, metavar="N",
+              help="Add a fourth story, jobs at scale: N simulated devices (1000 is a good start) from one "
+                   "`iothub-device --count N`, a lockDoor job and a twin-update job over all of them, "
+                   "per-device results summed up. Default: no such story.")
 @click.option("--address", metavar="127.0.0.X", callback=_loopback,
               help="Loopback address for the demo's emulator. Default: a free random 127.0.0.X, so it "
                    "never meets an emulator you run yourself on 127.0.0.1.")
 @click.option("--keep-logs", is_flag=True,
               help="Keep the temporary directory with the logs and data (kept anyway when a story fails).")
-def demo(fleet_size: int, address: str | None, keep_logs: bool) -> None:
-    """Run the three tutorial stories end to end on a throwaway local emulator.
+def demo(fleet_size: int, scale: int, address: str | None, keep_logs: bool) -> None:
+    """Run the three tutorial stories end to end on a throwaway local emulator (four with --scale).
 
     Starts the emulator and the device listeners as subprocesses, runs every story with real
     `python -m service ...` commands (the same program as iothub-service), shows both sides, stops
@@ -249,7 +263,7 @@ def demo(fleet_size: int, address: str | None, keep_logs: bool) -> None:
     _refuse_hub_settings(click.get_current_context())
     work_dir = Path(tempfile.mkdtemp(prefix="iothub-demo-"))
     with _sigterm_interrupts():
-        code = run_demo(work_dir, fleet_size, address)
+        code = run_demo(work_dir, fleet_size, address, scale=scale)
     if code in (EXIT_OK, EXIT_INTERRUPTED) and not keep_logs:
         shutil.rmtree(work_dir, ignore_errors=True)
     else:

@@ -1,4 +1,4 @@
-"""The three tutorial stories, told with the service CLI against running device listeners.
+"""The tutorial stories, told with the service CLI against running device listeners.
 
 1. reboot: "Get started with device management": rebootDevice, then wait for a new rebootTime.
 2. jobs: "Schedule and broadcast jobs": a scheduled lockDoor method job and a twin-update job
@@ -6,6 +6,8 @@
 3. sensor: "Connect a Python client to IoT Central": a DPS-provisioned device whose telemetry
    reaches the hub, which answers blink/turnon/turnoff/rundiagnostics and acknowledges name and
    brightness.
+4. jobs at scale (`demo --scale N`): the jobs tutorial's point, a method job and a twin-update job
+   over N devices (1,000 or more) of one `iothub-device --count N`, with per-device results summed up.
 
 Each story prints its commands and their output, then checks the outcome through --json.
 """
@@ -37,6 +39,8 @@ class Cast:
     sensor: str  # provisioned through DPS, sends telemetry
     fleet_prefix: str = "door-"
     job_suffix: str = ""  # keeps job ids unique on a hub that already ran the demo
+    scale: int = 0  # devices of the jobs-at-scale story's fleet (0: no such story)
+    scale_prefix: str = "bulk-"
 
 
 def reported(twin: dict, name: str) -> Any:
@@ -213,3 +217,60 @@ def _writable_acknowledged(twin: dict, version: Any) -> bool:
 def _ack_version(ack: Any, value: Any, version: Any) -> bool:
     return (isinstance(ack, dict) and ack.get("value") == value and ack.get("ac") == 200
             and ack.get("av") == version)
+
+
+# -- 4. jobs at scale ---------------------------------------------------------------------------------------
+SCALE_PATCH = {"building": 44, "floor": 7}
+
+
+def scale_story(steps: Steps, cast: Cast) -> str:
+    """A lockDoor job and a twin-update job over every device of a big fleet (one --count process)."""
+    count, condition = cast.scale, f"STARTSWITH(deviceId, '{cast.scale_prefix}')"
+    steps.say(f"{count:,} devices run in one `iothub-device --count {count}` process (the fleet engine: one "
+              "event loop, the listener's own handlers). A twin query counts them:")
+    steps.show("query", f"SELECT COUNT() AS devices FROM devices WHERE {condition} AND connectionState = 'Connected'")
+
+    steps.say()
+    steps.say(f"A lockDoor method job over all {count:,}:")
+    lock_job = f"demo-scale-lockdoor{cast.job_suffix}"
+    steps.show("job", "schedule-method", "--method", "lockDoor", "--payload", compact({"lockTime": "10m"}),
+               "--query-condition", condition, "--job-id", lock_job, "--wait", "--timeout", "300", *POLL,
+               timeout=330)
+    statuses = _device_results(steps, lock_job, count, _method_status)
+    if statuses != {200: count}:
+        raise StepFailed(f"job {lock_job}: method answers by status {statuses}, expected {count} x 200")
+    steps.say(f"  per device: {_tally(statuses)} (from `job show {lock_job} --devices`)")
+
+    steps.say()
+    steps.say(f"A twin-update job setting {compact(SCALE_PATCH)} on all {count:,}:")
+    twin_job = f"demo-scale-building{cast.job_suffix}"
+    steps.show("job", "schedule-twin-update", "--desired", compact(SCALE_PATCH), "--query-condition", condition,
+               "--job-id", twin_job, "--wait", "--timeout", "300", *POLL, timeout=330)
+    outcomes = _device_results(steps, twin_job, count, lambda item: item.get("status"))
+    if outcomes != {"completed": count}:
+        raise StepFailed(f"job {twin_job}: device results {outcomes}, expected {count} completed")
+    steps.say(f"  per device: {_tally(outcomes)}")
+    acknowledged = (f"SELECT COUNT() AS acknowledged FROM devices WHERE {condition} AND "
+                    f"properties.reported.floor.value = {SCALE_PATCH['floor']} AND properties.reported.floor.ac = 200")
+    steps.wait_until(lambda: (steps.json("query", acknowledged) or [{}])[0].get("acknowledged") == count,
+                     f"all {count:,} devices acknowledging floor {SCALE_PATCH['floor']}", timeout=120)
+    steps.say("and every device acknowledged the new desired properties:")
+    steps.show("query", acknowledged)
+    return f"lockDoor and twin-update jobs over {count:,} devices: every device answered 200 and acknowledged"
+
+
+def _device_results(steps: Steps, job_id: str, count: int, key: Callable[[dict], Any]) -> dict[Any, int]:
+    """The job's per-device results, tallied by `key` (a method's status, a twin update's outcome)."""
+    job = steps.json("job", "show", job_id, "--devices", timeout=120)
+    items = job.get("devices") or []
+    if job.get("status") != "completed" or len(items) != count:
+        raise StepFailed(f"job {job_id}: status {job.get('status')!r}, {len(items)} device results "
+                         f"(expected {count}), statistics {job.get('deviceJobStatistics')}")
+    tally: dict[Any, int] = {}
+    for item in items:
+        tally[key(item)] = tally.get(key(item), 0) + 1
+    return tally
+
+
+def _tally(counts: dict[Any, int]) -> str:
+    return ", ".join(f"{n:,} {value}" for value, n in sorted(counts.items(), key=lambda kv: -kv[1]))

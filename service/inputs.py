@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hubsettings import limits
+
 from .errors import BadInput
 
-MAX_METHOD_PAYLOAD_BYTES = 128 * 1024  # IoT Hub's limit for a direct method payload
 _RELATIVE_TIME = re.compile(r"^\+(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -41,8 +42,9 @@ def _refuse_constant(name: str) -> Any:
 
 
 def check_method_payload(payload: Any, option: str = "--payload") -> None:
-    if payload is not None and len(json.dumps(payload).encode()) > MAX_METHOD_PAYLOAD_BYTES:
-        raise BadInput(f"{option} is larger than IoT Hub's 128 KB limit for method payloads")
+    if payload is not None and len(json.dumps(payload).encode()) > limits.METHOD_PAYLOAD_MAX_BYTES:
+        limit_kb = limits.METHOD_PAYLOAD_MAX_BYTES // 1024
+        raise BadInput(f"{option} is larger than IoT Hub's {limit_kb} KB limit for method payloads")
 
 
 def parse_start_time(text: str, now: dt.datetime) -> dt.datetime:

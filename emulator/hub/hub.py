@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hubsettings import wellknown
+from hubsettings import limits, wellknown
 from hubsettings.sas import SasError, SasToken, parse_token
 
 from .. import store as store_kinds
@@ -26,7 +26,7 @@ from .clock import Clock, system_clock
 from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, DeviceNotOnline, IotHubUnauthorizedAccess
 from .job_target import HubJobTarget
 from .jobs import JobScheduler
-from .methods import DEFAULT_RESPONSE_TIMEOUT, MethodCall, MethodCalls, MethodResult, parse_response_payload
+from .methods import MethodCall, MethodCalls, MethodResult, parse_response_payload
 from .provisioning import GroupEnrollment, IndividualEnrollment, Provisioning, RegistrationState
 from .registry import Device, Registry, Status
 from .telemetry import DEFAULT_CAPACITY, TelemetryBuffer, TelemetryMessage
@@ -66,7 +66,6 @@ class NewDevice:
     tags: dict[str, Any] | None = None
 
 
-DeviceLink = DeviceConnections  # the old name, until every front is renamed
 
 
 class DeviceDisabled(IotHubUnauthorizedAccess):
@@ -111,7 +110,6 @@ class Hub:
     def attach_connections(self, connections: DeviceConnections | None) -> None:
         self._connections = connections
 
-    attach_link = attach_connections  # the old name, until every front is renamed
 
     def now(self) -> float:
         return self._clock()
@@ -258,11 +256,10 @@ class Hub:
         """Every twin as IoT Hub presents it (read-only documents shared with queries)."""
         return self.views.documents()
 
-    async def query(self, query: Query, jobs: JobScheduler | None = None) -> list[dict[str, Any]]:
+    async def query(self, query: Query) -> list[dict[str, Any]]:
         """Every row of a parsed query, without holding up the event loop; rows are read-only.
-        `FROM devices.jobs` reads the records of `jobs` (default: this hub's own scheduler)."""
-        scheduler = jobs if jobs is not None else self.jobs
-        return await run_query(query, self.views, scheduler.iter_device_job_documents())
+        `FROM devices.jobs` reads the records of this hub's job scheduler."""
+        return await run_query(query, self.views, self.jobs.iter_device_job_documents())
 
     def _twin_document_of(self, device_id: str) -> dict[str, Any] | None:
         device, twin = self.registry.find(device_id), self.twins.get(device_id)
@@ -434,7 +431,8 @@ class Hub:
 
     # ---- direct methods --------------------------------------------------------------------------
     def start_method(self, device_id: str, method_name: str, payload: Any = None, *,
-                     response_timeout: float = DEFAULT_RESPONSE_TIMEOUT, connect_timeout: float = 0) -> MethodCall:
+                     response_timeout: float = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT,
+                     connect_timeout: float = limits.METHOD_CONNECT_TIMEOUT_DEFAULT) -> MethodCall:
         """Start a call; it completes via the device's response or fails at `expire_due()`."""
         self.registry.get(device_id)
         online = self._can_receive_method(device_id, method_name)
@@ -456,8 +454,8 @@ class Hub:
             self._connections.send_method_request(call.device_id, call)
 
     async def invoke_method(self, device_id: str, method_name: str, payload: Any = None, *,
-                            response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
-                            connect_timeout: float = 0) -> MethodResult:
+                            response_timeout: float = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT,
+                            connect_timeout: float = limits.METHOD_CONNECT_TIMEOUT_DEFAULT) -> MethodResult:
         """Invoke and wait for the device's answer. Raises DeviceNotOnline (404103), GatewayTimeout
         (504101), DeviceNotFound, ArgumentInvalid. Deadlines are enforced by `expire_due()` ticks."""
         future: asyncio.Future[MethodCall] = asyncio.get_running_loop().create_future()

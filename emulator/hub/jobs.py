@@ -274,6 +274,9 @@ class JobScheduler:
 
     def _start(self, job: Job, now: float) -> None:
         job.status, job.started_at = RUNNING, now
+        # Saved before any device is chosen: once a job has been seen running, a restart must end it
+        # `failed`, not find it still queued and run its methods a second time.
+        self._save(job)
         task = asyncio.ensure_future(self._run(job))
         self._tasks[job.job_id] = task
         task.add_done_callback(lambda _task, job_id=job.job_id: self._tasks.pop(job_id, None))

@@ -27,9 +27,6 @@ METHOD_JOB = "scheduleDeviceMethod"
 TWIN_JOB = "scheduleUpdateTwin"
 JOB_TYPES = (METHOD_JOB, TWIN_JOB)
 
-MAX_PAYLOAD_BYTES = limits.METHOD_PAYLOAD_MAX_BYTES
-DEFAULT_RESPONSE_TIMEOUT = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT
-DEFAULT_CONNECT_TIMEOUT = limits.METHOD_CONNECT_TIMEOUT_DEFAULT
 #: What the emulator assumes when a request gives no maxExecutionTimeInSeconds.
 DEFAULT_MAX_EXECUTION_SECONDS = 3600
 
@@ -162,17 +159,18 @@ def _method(method: Any) -> dict:
     if not isinstance(name, str) or not name.strip():
         raise JobArgumentNull("cloudToDeviceMethod.methodName is required")
     payload = method.get("payload")
-    if len(json.dumps(payload).encode("utf-8")) > MAX_PAYLOAD_BYTES:
-        raise JobArgumentInvalid(f"cloudToDeviceMethod.payload is larger than {MAX_PAYLOAD_BYTES} bytes")
+    limit = limits.METHOD_PAYLOAD_MAX_BYTES
+    if len(json.dumps(payload).encode("utf-8")) > limit:
+        raise JobArgumentInvalid(f"cloudToDeviceMethod.payload is larger than {limit} bytes")
     return {
         "methodName": name,
         "payload": payload,
-        "responseTimeoutInSeconds": _timeout(
-            method, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT, *limits.METHOD_RESPONSE_TIMEOUT_RANGE
-        ),
-        "connectTimeoutInSeconds": _timeout(
-            method, "connectTimeoutInSeconds", DEFAULT_CONNECT_TIMEOUT, *limits.METHOD_CONNECT_TIMEOUT_RANGE
-        ),
+        "responseTimeoutInSeconds": _timeout(method, "responseTimeoutInSeconds",
+                                             limits.METHOD_RESPONSE_TIMEOUT_DEFAULT,
+                                             *limits.METHOD_RESPONSE_TIMEOUT_RANGE),
+        "connectTimeoutInSeconds": _timeout(method, "connectTimeoutInSeconds",
+                                            limits.METHOD_CONNECT_TIMEOUT_DEFAULT,
+                                            *limits.METHOD_CONNECT_TIMEOUT_RANGE),
     }
 
 

@@ -20,10 +20,6 @@ from hubsettings import limits
 from .clock import Clock
 from .errors import ArgumentInvalid, DeviceNotOnline, GatewayTimeout, HubError, MessageTooLarge
 
-MAX_PAYLOAD_BYTES = limits.METHOD_PAYLOAD_MAX_BYTES
-RESPONSE_TIMEOUT_RANGE = limits.METHOD_RESPONSE_TIMEOUT_RANGE
-CONNECT_TIMEOUT_RANGE = limits.METHOD_CONNECT_TIMEOUT_RANGE
-DEFAULT_RESPONSE_TIMEOUT = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT
 #: The deadline heap is rebuilt from the calls in flight once stale entries (answered, cancelled or
 #: dispatched calls) outnumber them by this factor (plus a little slack), so it stays O(calls in flight).
 DEADLINE_HEAP_SLACK = 64
@@ -112,17 +108,18 @@ class MethodCalls:
         return len(self._calls)
 
     def start(self, device_id: str, method_name: str, payload: Any, *, online: bool,
-              response_timeout: float = DEFAULT_RESPONSE_TIMEOUT, connect_timeout: float = 0) -> MethodCall:
+              response_timeout: float = limits.METHOD_RESPONSE_TIMEOUT_DEFAULT,
+              connect_timeout: float = limits.METHOD_CONNECT_TIMEOUT_DEFAULT) -> MethodCall:
         if not method_name or not isinstance(method_name, str):
             raise ArgumentInvalid("methodName is required")
-        _check_range("responseTimeoutInSeconds", response_timeout, RESPONSE_TIMEOUT_RANGE)
-        _check_range("connectTimeoutInSeconds", connect_timeout, CONNECT_TIMEOUT_RANGE)
+        _check_range("responseTimeoutInSeconds", response_timeout, limits.METHOD_RESPONSE_TIMEOUT_RANGE)
+        _check_range("connectTimeoutInSeconds", connect_timeout, limits.METHOD_CONNECT_TIMEOUT_RANGE)
         try:
             size = len(json.dumps(payload).encode("utf-8"))
         except (TypeError, ValueError):
             raise ArgumentInvalid("The method payload must be JSON") from None
-        if size > MAX_PAYLOAD_BYTES:
-            raise MessageTooLarge(f"The method payload exceeds {MAX_PAYLOAD_BYTES} bytes")
+        if size > limits.METHOD_PAYLOAD_MAX_BYTES:
+            raise MessageTooLarge(f"The method payload exceeds {limits.METHOD_PAYLOAD_MAX_BYTES} bytes")
         if not online and connect_timeout == 0:
             raise DeviceNotOnline(f"Timed out waiting for device {device_id} to connect")
         call = MethodCall(device_id, method_name, payload, str(uuid.uuid4()),

@@ -1,12 +1,10 @@
-"""MQTT 3.1.1 for the emulator: a codec (bytes <-> packets) and a sans-I/O server session.
+"""IoT Hub's MQTT front for the emulator: a sans-I/O server session over the shared codec (``mqttcodec``),
+the device and DPS fronts, and the TLS server.
 
-See docs/emulator-internals.md ("MQTT codec", "MQTT session") and the docstrings of codec.py (the
-codec's facade over packets.py, encoder.py and decoder.py), session.py and session_state.py for the
-few places where this goes beyond that contract.
+See docs/emulator-internals.md ("MQTT codec", "MQTT session") and the docstrings of session.py and
+session_state.py for the few places where this goes beyond that contract.
 """
 
-from . import codec
-from .codec import *  # noqa: F401,F403 - the codec's public names, listed once in codec.__all__
 from .session import (
     ConnectionLost,
     ConnectRequested,
@@ -20,7 +18,6 @@ from .session import (
 from .session_state import SessionState
 
 __all__ = [
-    *codec.__all__,
     "ConnectionLost", "ConnectRequested", "Delivered", "Event", "MessageReceived", "ServerConnection",
     "SessionState", "Subscribed", "Unsubscribed",
 ]

@@ -33,7 +33,7 @@ from ..hub import DeviceNotFound, Hub, HubError, MethodCall
 from ..hub.c2d import CloudMessage
 from ..hub.clock import iso_timestamp
 from .dps_front import DpsFront, DpsIdentity, dps_subscription_allowed, parse_dps_username
-from .front_common import (Link, RefusedConnect, Violation, parse_json, parse_properties,
+from .front_common import (ClientConnection, RefusedConnect, Violation, parse_json, parse_properties,
                            parse_topic_query)
 from .session import ConnectionLost, ConnectRequested, Delivered, MessageReceived, Subscribed, Unsubscribed
 from .session_state import SessionState
@@ -70,14 +70,14 @@ def parse_hub_username(username: str) -> tuple[str, str, str | None]:
 
 
 class DeviceFront:
-    """Implements hub.DeviceLink: the hub pushes desired patches and method requests through it."""
+    """Implements hub.DeviceConnections: the hub pushes desired patches and method requests through it."""
 
     def __init__(self, hub: Hub):
         self.hub = hub
         # Persistent sessions by (kind, MQTT client id): a DPS registration id may equal a device id.
         self._sessions: dict[tuple[str, str], SessionState] = {}
-        self._live: dict[str, Link] = {}  # device id -> its one live connection
-        self._identities: dict[Link, DeviceIdentity | DpsIdentity] = {}  # who each connection is
+        self._live: dict[str, ClientConnection] = {}  # device id -> its one live connection
+        self._identities: dict[ClientConnection, DeviceIdentity | DpsIdentity] = {}  # who each connection is
         # (token expiry, device id) for every accepted device connection, earliest first. Lazy deletion:
         # an entry is checked against the device's live connection when it comes due, so a reconnect
         # (token renewal) or a disconnect needs no removal here; expire_tokens() only touches due entries.
@@ -89,27 +89,27 @@ class DeviceFront:
         for record in hub.saved_sessions():  # persistent sessions of devices, from before a restart
             self._sessions[("hub", record["client_id"])] = SessionState(
                 record["client_id"], {str(f): int(q) for f, q in record.get("subscriptions", {}).items()})
-        hub.attach_link(self)
+        hub.attach_connections(self)
 
     # ---- events from the server ------------------------------------------------------------------
-    def handle_events(self, link: Link, events: list[Any]) -> None:
+    def handle_events(self, client: ClientConnection, events: list[Any]) -> None:
         for event in events:
             if isinstance(event, ConnectRequested):
-                self._on_connect(link, event)
+                self._on_connect(client, event)
             elif isinstance(event, MessageReceived):
-                self._on_message(link, event)
+                self._on_message(client, event)
             elif isinstance(event, (Subscribed, Unsubscribed)):
-                self._on_subscriptions_changed(link, event)
+                self._on_subscriptions_changed(client, event)
             elif isinstance(event, Delivered):
-                self._on_delivered(link, event.packet_id)
+                self._on_delivered(client, event.packet_id)
             elif isinstance(event, ConnectionLost):
-                self._log_connection_lost(link, event)
-                self.link_closed(link)
-        link.flush()
+                self._log_connection_lost(client, event)
+                self.client_closed(client)
+        client.flush()
 
-    def link_closed(self, link: Link) -> None:
-        identity = self._identities.pop(link, None)
-        if isinstance(identity, DeviceIdentity) and self._live.get(identity.device_id) is link:
+    def client_closed(self, client: ClientConnection) -> None:
+        identity = self._identities.pop(client, None)
+        if isinstance(identity, DeviceIdentity) and self._live.get(identity.device_id) is client:
             del self._live[identity.device_id]
             self.hub.device_disconnected(identity.device_id)
             log.info("device %s disconnected", identity.device_id)
@@ -120,20 +120,20 @@ class DeviceFront:
     def is_subscribed(self, device_id: str, topic: str) -> bool:
         """True when the device is connected and holds a subscription matching ``topic`` (one of its own
         device-bound topics): what decides whether device-bound traffic is delivered now."""
-        link = self._live.get(device_id)
-        session = link.connection.session if link is not None else None
+        client = self._live.get(device_id)
+        session = client.connection.session if client is not None else None
         return session is not None and matches_any(session.subscriptions, topic)
 
     def can_receive_method(self, device_id: str, method_name: str) -> bool:
-        """hub.DeviceLink: connected and subscribed to this method's requests."""
+        """hub.DeviceConnections: connected and subscribed to this method's requests."""
         return self.is_subscribed(device_id, _method_topic(method_name, "0"))
 
-    def _log_connection_lost(self, link: Link, event: ConnectionLost) -> None:
+    def _log_connection_lost(self, client: ClientConnection, event: ConnectionLost) -> None:
         if event.clean:
-            log.debug("%s: the client disconnected", link.peer)
+            log.debug("%s: the client disconnected", client.peer)
         else:
-            identity = self._identities.get(link)
-            who = f"device {identity.device_id}" if isinstance(identity, DeviceIdentity) else link.peer
+            identity = self._identities.get(client)
+            who = f"device {identity.device_id}" if isinstance(identity, DeviceIdentity) else client.peer
             log.info("%s: connection closed: %s", who, event.reason)
 
     def expire_tokens(self) -> None:
@@ -144,8 +144,8 @@ class DeviceFront:
             _, device_id = heapq.heappop(heap)
             # Stale when the device disconnected or reconnected since (its live connection, if any, has
             # its own entry); the test is the one a full scan would make for this device.
-            link = self._live.get(device_id)
-            identity = self._identities.get(link) if link is not None else None
+            client = self._live.get(device_id)
+            identity = self._identities.get(client) if client is not None else None
             if isinstance(identity, DeviceIdentity) and identity.token_expiry <= now:
                 log.info("device %s: its SAS token expired; closing the connection", device_id)
                 self.disconnect_device(device_id)
@@ -156,23 +156,23 @@ class DeviceFront:
         heap = self._token_expiries
         heapq.heappush(heap, (identity.token_expiry, identity.device_id))
         if len(heap) > 2 * len(self._live) + TOKEN_HEAP_SLACK:  # mostly stale entries: rebuild
-            heap[:] = [(i.token_expiry, i.device_id) for link in self._live.values()
-                       if isinstance(i := self._identities.get(link), DeviceIdentity)]
+            heap[:] = [(i.token_expiry, i.device_id) for client in self._live.values()
+                       if isinstance(i := self._identities.get(client), DeviceIdentity)]
             heapq.heapify(heap)
 
     # ---- CONNECT ---------------------------------------------------------------------------------
-    def _on_connect(self, link: Link, event: ConnectRequested) -> None:
+    def _on_connect(self, client: ClientConnection, event: ConnectRequested) -> None:
         connect = event.connect
         try:
             identity = self._authenticate(connect)
         except RefusedConnect as e:
-            log.info("%s: CONNECT refused for client id '%s' (CONNACK %d): %s%s", link.peer,
+            log.info("%s: CONNECT refused for client id '%s' (CONNACK %d): %s%s", client.peer,
                      connect.client_id[:128], e.return_code, e, f"; {e.hint}" if e.hint else "")
-            link.connection.refuse(e.return_code)
+            client.connection.refuse(e.return_code)
             return
         if isinstance(identity, DeviceIdentity):
             previous = self._live.get(identity.device_id)
-            if previous is not None and previous is not link:
+            if previous is not None and previous is not client:
                 # One connection per device, as on IoT Hub: the newcomer takes over.
                 log.info("device %s connected again: closing its previous connection", identity.device_id)
                 self._identities.pop(previous, None)
@@ -182,13 +182,13 @@ class DeviceFront:
         if kind == "hub" and connect.clean_session and ("hub", connect.client_id) in self._sessions:
             self.hub.delete_session(connect.client_id)  # clean_session=1 ends the persistent session
         session, present = self._session_for((kind, connect.client_id), connect.clean_session)
-        self._identities[link] = identity
-        link.connection.accept(session, present, subscription_allowed=_subscription_rule(identity))
+        self._identities[client] = identity
+        client.connection.accept(session, present, subscription_allowed=_subscription_rule(identity))
         if isinstance(identity, DeviceIdentity):
-            self._live[identity.device_id] = link
+            self._live[identity.device_id] = client
             self._track_token_expiry(identity)
             log.info("device %s connected from %s (clean_session=%d, session present=%d, subscriptions: %s)",
-                     identity.device_id, link.peer, connect.clean_session, present,
+                     identity.device_id, client.peer, connect.clean_session, present,
                      ", ".join(session.subscriptions) or "none")
             self.hub.device_connected(identity.device_id, identity.model_id)
             if not present:
@@ -197,7 +197,7 @@ class DeviceFront:
                 self.hub.c2d.release_all(identity.device_id)
             self.deliver_cloud_messages(identity.device_id)
         else:
-            log.info("DPS registration %s connected from %s", identity.registration_id, link.peer)
+            log.info("DPS registration %s connected from %s", identity.registration_id, client.peer)
 
     def _authenticate(self, connect: Any) -> DeviceIdentity | DpsIdentity:
         """Who the client is, decided by the username's shape: `{scope}/registrations/{id}/...` is a
@@ -244,17 +244,17 @@ class DeviceFront:
         return existing, True
 
     # ---- subscriptions ---------------------------------------------------------------------------
-    def _on_subscriptions_changed(self, link: Link, event: Subscribed | Unsubscribed) -> None:
-        identity = self._identities.get(link)
+    def _on_subscriptions_changed(self, client: ClientConnection, event: Subscribed | Unsubscribed) -> None:
+        identity = self._identities.get(client)
         if isinstance(event, Subscribed) and event.refused:
             allowed = ("$dps/registrations/res/#" if isinstance(identity, DpsIdentity) else
                        "filters matching its own topics: $iothub/methods/POST/#, $iothub/twin/res/#, "
                        "$iothub/twin/PATCH/properties/desired/#, devices/{its id}/messages/devicebound/#, #")
-            log.info("%s: SUBSCRIBE refused (SUBACK 0x80) for %s; it may subscribe to %s", _who(identity, link),
+            log.info("%s: SUBSCRIBE refused (SUBACK 0x80) for %s; it may subscribe to %s", _who(identity, client),
                      ", ".join(repr(f[:200]) for f in event.refused), allowed)
         if not isinstance(identity, DeviceIdentity):
             return
-        session, connect = link.connection.session, link.connection.connect
+        session, connect = client.connection.session, client.connection.connect
         assert session is not None and connect is not None
         log.debug("device %s: %s %s", identity.device_id, type(event).__name__.lower(),
                   ", ".join(t if isinstance(t, str) else t[0] for t in event.topics) or "nothing")
@@ -266,21 +266,21 @@ class DeviceFront:
             self.deliver_cloud_messages(identity.device_id)  # messages queued until it subscribed
 
     # ---- messages from devices -------------------------------------------------------------------
-    def _on_message(self, link: Link, event: MessageReceived) -> None:
-        identity = self._identities.get(link)
+    def _on_message(self, client: ClientConnection, event: MessageReceived) -> None:
+        identity = self._identities.get(client)
         try:
             if isinstance(identity, DeviceIdentity):
-                self._on_device_message(link, identity.device_id, event)
+                self._on_device_message(client, identity.device_id, event)
             elif isinstance(identity, DpsIdentity):
-                self.dps.on_message(link, identity, event)
+                self.dps.on_message(client, identity, event)
         except Violation as e:
-            log.info("%s: closing the connection: %s", _who(identity, link), e)
-            link.connection.close()
+            log.info("%s: closing the connection: %s", _who(identity, client), e)
+            client.connection.close()
 
-    def _on_device_message(self, link: Link, device_id: str, event: MessageReceived) -> None:
+    def _on_device_message(self, client: ClientConnection, device_id: str, event: MessageReceived) -> None:
         topic = event.topic
         if topic.startswith(TWIN_GET) or topic.startswith(TWIN_PATCH_REPORTED):
-            self._on_twin_request(link, device_id, event)
+            self._on_twin_request(client, device_id, event)
         elif topic.startswith(METHOD_RESPONSE):
             path, query = parse_topic_query(topic)
             status = path[len(METHOD_RESPONSE):].strip("/")
@@ -297,7 +297,7 @@ class DeviceFront:
         else:
             raise Violation(f"device {device_id} published to a topic it may not use: '{topic[:200]}'")
 
-    def _on_twin_request(self, link: Link, device_id: str, event: MessageReceived) -> None:
+    def _on_twin_request(self, client: ClientConnection, device_id: str, event: MessageReceived) -> None:
         path, query = parse_topic_query(event.topic)
         rid = query.get("$rid")
         if not rid:
@@ -327,33 +327,33 @@ class DeviceFront:
             topic = f"$iothub/twin/res/{status}/?$rid={rid}"
             payload = json.dumps({"errorCode": code, "message": message}).encode()
         # To the connection that asked, subscribed to $iothub/twin/res/# or not (the SDK may ask first).
-        link.connection.publish(topic, payload, qos=1)
+        client.connection.publish(topic, payload, qos=1)
 
-    # ---- hub.DeviceLink: device-bound traffic ----------------------------------------------------
+    # ---- hub.DeviceConnections: device-bound traffic ----------------------------------------------------
     def send_desired_patch(self, device_id: str, patch: dict[str, Any]) -> None:
-        link = self._live.get(device_id)
+        client = self._live.get(device_id)
         topic = f"{DESIRED_PATCH}?$version={patch.get('$version')}"
-        if link is None or not self.is_subscribed(device_id, topic):
+        if client is None or not self.is_subscribed(device_id, topic):
             log.debug("device %s: desired patch not sent (not subscribed to %s#)", device_id, DESIRED_PATCH)
             return
-        link.connection.publish(topic, json.dumps(patch, separators=(",", ":")).encode("utf-8"), qos=1)
-        link.flush()
+        client.connection.publish(topic, json.dumps(patch, separators=(",", ":")).encode("utf-8"), qos=1)
+        client.flush()
 
     def send_method_request(self, device_id: str, call: MethodCall) -> None:
-        link = self._live.get(device_id)
-        if link is None:
+        client = self._live.get(device_id)
+        if client is None:
             return
         # QoS 0 as on IoT Hub: a method must not run twice because a request was resent on reconnect.
-        link.connection.publish(_method_topic(call.method_name, call.rid), call.request_body(), qos=0)
-        link.flush()
+        client.connection.publish(_method_topic(call.method_name, call.rid), call.request_body(), qos=0)
+        client.flush()
 
     def disconnect_device(self, device_id: str) -> None:
-        link = self._live.pop(device_id, None)
-        if link is None:
+        client = self._live.pop(device_id, None)
+        if client is None:
             return
-        self._identities.pop(link, None)
-        link.connection.close()
-        link.flush()
+        self._identities.pop(client, None)
+        client.connection.close()
+        client.flush()
 
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: a device created later with the same id gets no persistent session
@@ -362,21 +362,21 @@ class DeviceFront:
         self._cloud_in_flight.pop(device_id, None)
 
     def deliver_cloud_messages(self, device_id: str) -> None:
-        """hub.DeviceLink: publish the device's waiting cloud-to-device messages, if it is subscribed."""
-        link = self._live.get(device_id)
-        if link is None or not self.is_subscribed(device_id, f"{_cloud_topic_prefix(device_id)}x"):
+        """hub.DeviceConnections: publish the device's waiting cloud-to-device messages, if it is subscribed."""
+        client = self._live.get(device_id)
+        if client is None or not self.is_subscribed(device_id, f"{_cloud_topic_prefix(device_id)}x"):
             return  # IoT Hub keeps them until the device subscribes to devices/{id}/messages/devicebound/#
         in_flight = self._cloud_in_flight.setdefault(device_id, {})
         for message in self.hub.c2d.take_for_delivery(device_id):
-            packet_id = link.connection.publish(cloud_message_topic(message), message.body, qos=1)
+            packet_id = client.connection.publish(cloud_message_topic(message), message.body, qos=1)
             if packet_id is None:  # the connection is closing: the message waits for the next one
                 self.hub.c2d.release(device_id, message.lock_token)
                 continue
             in_flight[packet_id] = message.lock_token
-        link.flush()
+        client.flush()
 
-    def _on_delivered(self, link: Link, packet_id: int) -> None:
-        identity = self._identities.get(link)
+    def _on_delivered(self, client: ClientConnection, packet_id: int) -> None:
+        identity = self._identities.get(client)
         if isinstance(identity, DeviceIdentity):
             lock_token = self._cloud_in_flight.get(identity.device_id, {}).pop(packet_id, None)
             if lock_token is not None:
@@ -422,12 +422,12 @@ def _subscription_rule(identity: DeviceIdentity | DpsIdentity) -> Callable[[str]
     return lambda topic_filter: any(may_match_shape(topic_filter, shape) for shape in shapes)
 
 
-def _who(identity: DeviceIdentity | DpsIdentity | None, link: Link) -> str:
+def _who(identity: DeviceIdentity | DpsIdentity | None, client: ClientConnection) -> str:
     if isinstance(identity, DeviceIdentity):
         return f"device {identity.device_id}"
     if isinstance(identity, DpsIdentity):
         return f"DPS registration {identity.registration_id}"
-    return link.peer
+    return client.peer
 
 
 class _BadRequest(Exception):

@@ -18,8 +18,8 @@ from typing import Any
 from hubsettings.sas import SasError, SasToken, parse_token
 
 from ..hub import Hub, HubError
-from .front_common import Link, RefusedConnect, Violation, parse_json, parse_topic_query
-from .packets import CONNACK_IDENTIFIER_REJECTED
+from .front_common import ClientConnection, RefusedConnect, Violation, parse_json, parse_topic_query
+from mqttcodec.packets import CONNACK_IDENTIFIER_REJECTED
 from .session import MessageReceived
 
 log = logging.getLogger("emulator.mqtt")
@@ -70,7 +70,7 @@ class DpsFront:
                                  "device key derived from the group key)") from None
         return DpsIdentity(scope, registration_id, token)
 
-    def on_message(self, link: Link, identity: DpsIdentity, event: MessageReceived) -> None:
+    def on_message(self, client: ClientConnection, identity: DpsIdentity, event: MessageReceived) -> None:
         """A DPS request; raises Violation when the client should be dropped."""
         path, query = parse_topic_query(event.topic)
         rid = query.get("$rid")
@@ -83,7 +83,7 @@ class DpsFront:
             status, body = (200, operation) if operation else (404, _dps_error(404201, "Unknown operation"))
         else:
             raise Violation(f"DPS client published to '{event.topic[:200]}'")
-        link.connection.publish(f"$dps/registrations/res/{status}/?$rid={rid}",
+        client.connection.publish(f"$dps/registrations/res/{status}/?$rid={rid}",
                                 json.dumps(body).encode("utf-8"), qos=1)
 
     def _register(self, identity: DpsIdentity, payload: bytes) -> tuple[int, dict[str, Any]]:

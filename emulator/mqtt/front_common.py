@@ -1,4 +1,4 @@
-"""What the IoT Hub front (device_front.py) and the DPS front (dps_front.py) share: the ``Link`` a
+"""What the IoT Hub front (device_front.py) and the DPS front (dps_front.py) share: the ``ClientConnection`` a
 front talks to, how a front refuses a CONNECT or drops a misbehaving client, and topic and payload
 parsing."""
 
@@ -8,13 +8,13 @@ import json
 import urllib.parse
 from typing import Any, Protocol
 
-from .packets import CONNACK_NOT_AUTHORIZED
+from mqttcodec.packets import CONNACK_NOT_AUTHORIZED
 from .session import ServerConnection
 
-__all__ = ["Link", "RefusedConnect", "Violation", "parse_topic_query", "parse_properties", "parse_json"]
+__all__ = ["ClientConnection", "RefusedConnect", "Violation", "parse_topic_query", "parse_properties", "parse_json"]
 
 
-class Link(Protocol):
+class ClientConnection(Protocol):
     """One network connection, as the front sees it."""
 
     connection: ServerConnection

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from .device_front import DeviceFront
 from .handshake import explain_handshake_failure
-from .link import SessionLink
+from .connection_base import ClientConnectionBase
 from .session import ServerConnection
 
 log = logging.getLogger("emulator.mqtt")
@@ -83,8 +83,8 @@ class AddressInUse(OSError):
     """The address and port the emulator should listen on are taken by something else."""
 
 
-class _ClientProtocol(SessionLink, asyncio.Protocol):
-    """One TLS connection; implements device_front.Link."""
+class _ClientProtocol(ClientConnectionBase, asyncio.Protocol):
+    """One TLS connection; implements front_common.ClientConnection."""
 
     log = log
 
@@ -119,7 +119,7 @@ class _ClientProtocol(SessionLink, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connection.connection_lost()
         self._server.connections.discard(self)
-        self._server.front.link_closed(self)
+        self._server.front.client_closed(self)
 
 
 class MqttServer:

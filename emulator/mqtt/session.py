@@ -67,9 +67,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Literal, Union
 
-from .decoder import PacketReader
-from .encoder import encode_parts
-from .packets import (
+from mqttcodec.decoder import PacketReader
+from mqttcodec.encoder import encode_parts
+from mqttcodec.packets import (
     CONNACK_ACCEPTED,
     CONNACK_IDENTIFIER_REJECTED,
     CONNACK_UNACCEPTABLE_PROTOCOL,

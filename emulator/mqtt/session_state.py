@@ -15,7 +15,7 @@ Additions to docs/emulator-internals.md: ``inflight`` (packet id -> Publish), ``
 
 from __future__ import annotations
 
-from .packets import Publish
+from mqttcodec.packets import Publish
 
 __all__ = ["SessionState"]
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
+from hubsettings import limits
+
 from ..hub.errors import ArgumentInvalid
 from ..hub.jobs_request import json_whole_number
-from ..hub.methods import DEFAULT_RESPONSE_TIMEOUT
 from .bodies import json_ok, read_json_object
 from .context import hub_of
 
@@ -37,6 +38,6 @@ async def invoke_method(request: web.Request) -> web.Response:
         raise ArgumentInvalid("methodName is required")
     result = await hub_of(request).invoke_method(
         request.match_info["deviceId"], method_name, body.get("payload"),
-        response_timeout=_seconds(body, "responseTimeoutInSeconds", DEFAULT_RESPONSE_TIMEOUT),
-        connect_timeout=_seconds(body, "connectTimeoutInSeconds", 0))
+        response_timeout=_seconds(body, "responseTimeoutInSeconds", limits.METHOD_RESPONSE_TIMEOUT_DEFAULT),
+        connect_timeout=_seconds(body, "connectTimeoutInSeconds", limits.METHOD_CONNECT_TIMEOUT_DEFAULT))
     return json_ok(result.to_json())

@@ -6,10 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..hub.errors import ArgumentInvalid
-from ..hub.jobs import JobScheduler
 from ..hub.query import QuerySyntaxError, parse_query
 from .bodies import json_ok, read_json_object
-from .context import HUB, QUERY_PAGES, SCHEDULER
+from .context import HUB, QUERY_PAGES
 from .errors import QueryInvalid
 from .paging import parse_page_size
 
@@ -41,8 +40,7 @@ async def query_devices(request: web.Request) -> web.Response:
     try:  # the next page of rows kept from an earlier request: the query need not run again
         page = pages.page(text, _not_kept, page_size, continuation)
     except _NotKept:
-        scheduler = request.app[SCHEDULER]  # the hub's own, unless the app was given another
-        rows = await request.app[HUB].query(query, scheduler if isinstance(scheduler, JobScheduler) else None)
+        rows = await request.app[HUB].query(query)
         page = pages.page(text, lambda: rows, page_size, continuation)
     headers = {ITEM_TYPE: query.item_type}
     if page.continuation:

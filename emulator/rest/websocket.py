@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..mqtt.device_front import DeviceFront
-from ..mqtt.link import SessionLink
+from ..mqtt.connection_base import ClientConnectionBase
 from ..mqtt.session import ServerConnection
 
 log = logging.getLogger("emulator.websocket")
@@ -27,11 +27,11 @@ MAX_FRAME_BYTES = 512 * 1024  # above the largest MQTT packet the session accept
 KEEPALIVE_SWEEP_SECONDS = 1.0
 
 FRONT = web.AppKey("device_front", DeviceFront)
-LINKS = web.AppKey("websocket_links", set)
+CLIENTS = web.AppKey("websocket_clients", set)
 
 
-class WebSocketLink(SessionLink):
-    """One MQTT connection carried by a WebSocket; implements device_front.Link."""
+class WebSocketClient(ClientConnectionBase):
+    """One MQTT connection carried by a WebSocket; implements front_common.ClientConnection."""
 
     log = log
 
@@ -79,21 +79,21 @@ async def mqtt_over_websocket(request: web.Request) -> web.WebSocketResponse:
     await socket.prepare(request)
     front = request.app[FRONT]
     peer = request.remote or "?"
-    link = WebSocketLink(socket, front, f"{peer} (websocket)")
-    links = request.app[LINKS]
-    links.add(link)
-    writer = asyncio.create_task(link.write_frames())
+    client = WebSocketClient(socket, front, f"{peer} (websocket)")
+    clients = request.app[CLIENTS]
+    clients.add(client)
+    writer = asyncio.create_task(client.write_frames())
     try:
         async for message in socket:
             if message.type == WSMsgType.BINARY:
-                link.receive(message.data)
+                client.receive(message.data)
             else:  # text frames are not MQTT: IoT Hub drops such a client
-                log.warning("%s: closing: a %s frame is not MQTT", link.peer, message.type.name)
+                log.warning("%s: closing: a %s frame is not MQTT", client.peer, message.type.name)
                 break
     finally:
-        links.discard(link)
-        link.connection.connection_lost()
-        front.link_closed(link)
+        clients.discard(client)
+        client.connection.connection_lost()
+        front.client_closed(client)
         if not writer.done():
             writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
@@ -108,8 +108,8 @@ async def sweep_keepalives(app: web.Application) -> AsyncIterator[None]:
     async def sweep() -> None:
         while True:
             await asyncio.sleep(KEEPALIVE_SWEEP_SECONDS)
-            for link in list(app[LINKS]):
-                link.check_keepalive()
+            for client in list(app[CLIENTS]):
+                client.check_keepalive()
 
     task = asyncio.create_task(sweep())
     yield
@@ -120,13 +120,13 @@ async def sweep_keepalives(app: web.Application) -> AsyncIterator[None]:
 
 async def close_websockets(app: web.Application) -> None:
     """on_shutdown: end every MQTT-over-WebSocket connection so the server can stop promptly."""
-    for link in list(app[LINKS]):
-        await link.close()
+    for client in list(app[CLIENTS]):
+        await client.close()
 
 
 def add_websocket_route(app: web.Application, front: DeviceFront) -> None:
     app[FRONT] = front
-    app[LINKS] = set()
+    app[CLIENTS] = set()
     app.router.add_get(WEBSOCKET_PATH, mqtt_over_websocket)
     app.cleanup_ctx.append(sweep_keepalives)
     app.on_shutdown.append(close_websockets)

@@ -13,6 +13,7 @@ from ..errors import Interrupted, JobFailed, WaitTimeout
 from ..inputs import check_method_payload, parse_json_option, parse_start_time, quote_query_string
 from ..output import job_counts, show_device_jobs, show_job, show_jobs
 from ..waiting import PollTimedOut, wait_for_job
+from .methods import connect_timeout_option, response_timeout_option
 
 JOB_TYPES = ("scheduleDeviceMethod", "scheduleUpdateTwin")
 JOB_STATUSES = ("unknown", "enqueued", "running", "completed", "failed", "cancelled", "scheduled", "queued")
@@ -51,10 +52,8 @@ def job() -> None:
 @job.command("schedule-method")
 @click.option("--method", "method_name", required=True, metavar="NAME", help="Direct method to call.")
 @click.option("--payload", metavar="JSON|@FILE", help="Method payload: JSON text or @FILE. Default: none.")
-@click.option("--response-timeout", type=click.IntRange(5, 300), default=30, show_default=True,
-              help="Seconds the hub waits for each device's answer (5..300).")
-@click.option("--connect-timeout", type=click.IntRange(0, 300), default=0, show_default=True,
-              help="Seconds the hub waits for each device to connect (0..300).")
+@response_timeout_option("each device")
+@connect_timeout_option("each device")
 @targeting_and_timing
 @global_options
 def schedule_method(method_name: str, payload: str | None, response_timeout: int, connect_timeout: int,

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import click
 
+from hubsettings import limits
+
 from ..context import app_state, global_options
 from ..errors import MethodFailed, WaitTimeout
 from ..inputs import check_method_payload, parse_json_option, reported_value
 from ..output import show_method_result
 from ..waiting import PollTimedOut, wait_for_reported_change
 
-response_timeout_option = click.option(
-    "--response-timeout", type=click.IntRange(5, 300), default=30, show_default=True,
-    help="Seconds the hub waits for the device's answer (5..300).")
-connect_timeout_option = click.option(
-    "--connect-timeout", type=click.IntRange(0, 300), default=0, show_default=True,
-    help="Seconds the hub waits for the device to connect (0..300; 0: it must be online now).")
+_RESPONSE_RANGE = limits.METHOD_RESPONSE_TIMEOUT_RANGE
+_CONNECT_RANGE = limits.METHOD_CONNECT_TIMEOUT_RANGE
+
+
+def response_timeout_option(device: str = "the device"):
+    """--response-timeout within IoT Hub's range; `device` names who answers in the help text."""
+    low, high = _RESPONSE_RANGE
+    return click.option("--response-timeout", type=click.IntRange(low, high),
+                        default=limits.METHOD_RESPONSE_TIMEOUT_DEFAULT, show_default=True,
+                        help=f"Seconds the hub waits for {device}'s answer ({low}..{high}).")
+
+
+def connect_timeout_option(device: str = "the device"):
+    """--connect-timeout within IoT Hub's range (0: the device must be online at once)."""
+    low, high = _CONNECT_RANGE
+    return click.option("--connect-timeout", type=click.IntRange(low, high),
+                        default=limits.METHOD_CONNECT_TIMEOUT_DEFAULT, show_default=True,
+                        help=f"Seconds the hub waits for {device} to connect ({low}..{high}; "
+                             "0: it must be online now).")
 
 
 def _succeeded(result: dict) -> bool:
@@ -40,8 +55,8 @@ def method() -> None:
 @click.argument("method_name", metavar="METHOD")
 @click.option("--payload", metavar="JSON|@FILE",
               help="Method payload: JSON text, or @FILE to read it from a file. Default: none.")
-@response_timeout_option
-@connect_timeout_option
+@response_timeout_option()
+@connect_timeout_option()
 @global_options
 def invoke(device_id: str, method_name: str, payload: str | None, response_timeout: int,
            connect_timeout: int) -> None:
@@ -71,8 +86,8 @@ def invoke(device_id: str, method_name: str, payload: str | None, response_timeo
 @click.option("--poll-interval", type=click.FloatRange(min=0.05), default=5, show_default=True,
               help="Longest pause in seconds between twin reads; polling starts at 0.25 s and backs off "
                    "to this.")
-@response_timeout_option
-@connect_timeout_option
+@response_timeout_option()
+@connect_timeout_option()
 @global_options
 def reboot(device_id: str, wait: bool, timeout: float, poll_interval: float, response_timeout: int,
            connect_timeout: int) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
+from mqttcodec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
 from hubsettings import build_token, wellknown
 
 WAIT = 30.0  # generous bound on a loaded 2-core machine; never reached when things work

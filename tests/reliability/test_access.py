@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from emulator.mqtt.codec import CONNACK_NOT_AUTHORIZED, SUBACK_FAILURE, Publish
+from mqttcodec import CONNACK_NOT_AUTHORIZED, SUBACK_FAILURE, Publish
 from hubsettings import build_token, wellknown
 
 from .conftest import new_key

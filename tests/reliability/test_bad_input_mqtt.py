@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.mqtt.codec import Connack, PacketReader, Publish, encode
+from mqttcodec import Connack, PacketReader, Publish, encode
 from hubsettings import wellknown
 from tests.unit.emulator.mqtt.test_fuzz import mutated_streams
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.mqtt.codec import Publish
+from mqttcodec import Publish
 
 from .support import RawDevice
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from emulator.mqtt.codec import Publish
+from mqttcodec import Publish
 from hubsettings import wellknown
 from service.cli import cli
 from service.context import AppState

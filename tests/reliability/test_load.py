@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from emulator.hub import Hub
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
+from mqttcodec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
 from emulator.store import SqliteStore
 from hubsettings import wellknown
 from tests.e2e.conftest import EmulatorProcess, free_loopback_address

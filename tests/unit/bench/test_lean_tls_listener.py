@@ -6,7 +6,7 @@ import ssl
 
 from emulator.certs import ensure_certificates, server_ssl_context
 from emulator.hub import Hub
-from emulator.mqtt.codec import Connack, Connect, PacketReader, encode
+from mqttcodec import Connack, Connect, PacketReader, encode
 from emulator.mqtt.device_front import DeviceFront
 from emulator.mqtt.server import TLS_READ_BUFFER_BYTES, MqttServer
 

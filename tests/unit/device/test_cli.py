@@ -57,8 +57,8 @@ def test_help_documents_every_option_and_the_exit_codes():
         assert param.help and len(param.help) > 15, f"{param.name} has no help"
         for opt in param.opts + param.secondary_opts:
             assert opt in text, opt
-    for code in ("0 stopped by Ctrl-C/SIGTERM", "2 usage error", "3 bad settings", "4 credentials refused",
-                 "5 hub or DPS unreachable", "6 DPS did not assign"):
+    for code in ("0 stopped by SIGTERM (or Ctrl-C, one device)", "2 usage error", "3 bad settings", "4 credentials refused",
+                 "5 hub or DPS unreachable", "6 DPS did not assign", "130 a fleet stopped by Ctrl-C"):
         assert code in text
 
 

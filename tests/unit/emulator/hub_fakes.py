@@ -27,4 +27,3 @@ class RecordingConnections:
         self.forgotten.append(device_id)
 
 
-RecordingLink = RecordingConnections  # the old name, until every test is renamed

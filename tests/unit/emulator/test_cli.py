@@ -66,7 +66,7 @@ def test_default_host_name(address, host):
 
 
 async def started(tmp_path, **overrides):
-    config = EmulatorConfig(address="127.0.0.1", mqtt_port=0, rest_port=0, data_dir=tmp_path / "data",
+    config = EmulatorConfig(address="127.0.0.1", mqtt_port=0, rest_port=0, amqp_port=0, data_dir=tmp_path / "data",
                             discovery_file=tmp_path / "discovery.json", **overrides)
     server = EmulatorServer(config)
     await server.start()
@@ -152,7 +152,7 @@ def _free_address_where_443_is_allowed() -> str:
 
 async def test_service_front_on_443_hands_out_port_less_connection_strings(tmp_path):
     address = _free_address_where_443_is_allowed()
-    config = EmulatorConfig(address=address, mqtt_port=0, data_dir=tmp_path / "data",
+    config = EmulatorConfig(address=address, mqtt_port=0, amqp_port=0, data_dir=tmp_path / "data",
                             discovery_file=tmp_path / "discovery.json")
     server = EmulatorServer(config)
     await server.start()
@@ -174,7 +174,7 @@ async def test_443_taken_falls_back_and_says_so_in_one_line(tmp_path):
         port = taken.getsockname()[1]
         fallback = _unused_port()
         config = EmulatorConfig(address="127.0.0.1", mqtt_port=0, rest_port=port, rest_fallback_port=fallback,
-                                data_dir=tmp_path / "data", discovery_file=tmp_path / "discovery.json")
+                                amqp_port=0, data_dir=tmp_path / "data", discovery_file=tmp_path / "discovery.json")
         server = EmulatorServer(config)
         await server.start()
         try:
@@ -200,7 +200,7 @@ async def test_443_not_permitted_falls_back_and_names_the_command_that_allows_it
     monkeypatch.setattr(loopback, "bind_error",
                         lambda address, port: errno.EACCES if port == 443 else real(address, port))
     fallback = _unused_port()
-    config = EmulatorConfig(address="127.0.0.1", mqtt_port=0, rest_fallback_port=fallback,
+    config = EmulatorConfig(address="127.0.0.1", mqtt_port=0, rest_fallback_port=fallback, amqp_port=0,
                             data_dir=tmp_path / "data", discovery_file=tmp_path / "discovery.json")
     server = EmulatorServer(config)
     await server.start()
@@ -282,3 +282,18 @@ def test_a_taken_port_is_not_free_but_a_refused_one_is_left_to_the_fallback(monk
     monkeypatch.setattr(loopback, "bind_error", lambda address, p: errno.EACCES if p == 443 else None)
     assert loopback.ports_free("127.0.0.1", [443, 9443])  # the emulator serves 9443 instead of 443
     assert not loopback.may_bind(443)
+
+
+def test_the_address_picker_skips_an_address_whose_amqp_port_is_taken(monkeypatch):
+    """An emulator with default settings binds AMQP too: an address with 5671 taken would fail its start."""
+    import errno
+    import random
+
+    from emulator import loopback
+    first = random.Random(7).sample(range(2, 255), 2)[0]
+    busy = f"127.0.0.{first}"
+    monkeypatch.setattr(loopback, "bind_error",
+                        lambda address, port: errno.EADDRINUSE if (address, port) == (busy, 5671) else None)
+    assert wellknown.AMQP_PORT in loopback.EMULATOR_PORTS
+    assert loopback.free_loopback_address(rng=random.Random(7)) != busy
+    assert loopback.free_loopback_address((wellknown.MQTT_PORT,), rng=random.Random(7)) == busy

@@ -1,4 +1,4 @@
-"""The device front without sockets: a real session state machine per fake link, driven by encoded
+"""The device front without sockets: a real session state machine per fake client, driven by encoded
 packets exactly as the device SDK sends them (see the wire facts)."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 
 from emulator.hub import FakeClock, Hub
-from emulator.mqtt.codec import (Connack, Connect, Disconnect, PacketReader, Puback, Publish, Suback, Subscribe,
+from mqttcodec import (Connack, Connect, Disconnect, PacketReader, Puback, Publish, Suback, Subscribe,
                                  encode)
 from emulator.mqtt.device_front import DeviceFront
 from emulator.mqtt.session import ServerConnection
@@ -17,7 +17,7 @@ KEY = "8cc0Q0uyQZXpjwRZmcbS7ylk+eo0FLauFovl2gd1Vbc="
 KEY2 = "GE5K8DIILj1gEg6WNcmgqJyQsWkphPUMZ9ZOESClIbs="
 
 
-class FakeLink:
+class FakeClient:
     """One client connection: the device front's side is a real ServerConnection; we play the client."""
 
     def __init__(self, front, peer="test"):
@@ -32,7 +32,7 @@ class FakeLink:
         self.received += self.reader.feed(self.connection.data_to_send())
         if self.connection.state == "closed" and not self.closed:
             self.closed = True
-            self.front.link_closed(self)
+            self.front.client_closed(self)
 
     def send(self, *packets):
         for packet in packets:
@@ -77,16 +77,16 @@ def hub_connect(device_id="d1", key=KEY, *, client_id=None, host="localhost", sr
 
 
 def connected(front, device_id="d1", key=KEY, session_present=False, *, clean_session=False):
-    link = FakeLink(front)
-    link.send(hub_connect(device_id, key, clean_session=clean_session))
-    assert link.take() == [Connack(session_present, 0)]
-    return link
+    client = FakeClient(front)
+    client.send(hub_connect(device_id, key, clean_session=clean_session))
+    assert client.take() == [Connack(session_present, 0)]
+    return client
 
 
-def subscribe(link, *topic_filters, packet_id=100):
+def subscribe(client, *topic_filters, packet_id=100):
     """Subscribe as the device SDK does when a handler is set; returns the SUBACK codes."""
-    link.send(Subscribe(packet_id, tuple((f, 1) for f in topic_filters)))
-    [suback] = [p for p in link.take() if isinstance(p, Suback)]
+    client.send(Subscribe(packet_id, tuple((f, 1) for f in topic_filters)))
+    [suback] = [p for p in client.take() if isinstance(p, Suback)]
     return suback.return_codes
 
 
@@ -109,31 +109,31 @@ def test_good_token_is_accepted_and_marks_the_device_connected(front, hub):
     Connect("d1", None, None),
 ], ids=["wrong-key", "expired", "other-device", "other-hub", "client-id", "unknown", "garbage", "anonymous"])
 def test_bad_credentials_get_connack_5(front, hub, connect):
-    link = FakeLink(front)
-    link.send(connect)
-    assert link.take() == [Connack(False, 5)]
-    assert link.connection.state == "closed"
+    client = FakeClient(front)
+    client.send(connect)
+    assert client.take() == [Connack(False, 5)]
+    assert client.connection.state == "closed"
     assert not hub.is_online("d1")
 
 
 def test_disabled_device_is_refused(front, hub):
     hub.update_device("d1", status="disabled")
-    link = FakeLink(front)
-    link.send(hub_connect())
-    assert link.take() == [Connack(False, 5)]
+    client = FakeClient(front)
+    client.send(hub_connect())
+    assert client.take() == [Connack(False, 5)]
 
 
 def test_host_name_with_port_in_sr_is_accepted(front):
-    link = FakeLink(front)
-    link.send(hub_connect(host="localhost:8883"))
-    assert link.take() == [Connack(False, 0)]
+    client = FakeClient(front)
+    client.send(hub_connect(host="localhost:8883"))
+    assert client.take() == [Connack(False, 0)]
 
 
 def test_twin_get_and_reported_patch_without_any_subscription(front):
-    link = connected(front)
-    link.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))
-    link.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=r2", b'{"fw": "1.0"}', 1, 2))
-    packets = link.take()
+    client = connected(front)
+    client.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))
+    client.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=r2", b'{"fw": "1.0"}', 1, 2))
+    packets = client.take()
     assert Puback(1) in packets and Puback(2) in packets
     replies = [p for p in packets if isinstance(p, Publish)]
     assert replies[0].topic == "$iothub/twin/res/200/?$rid=r1"
@@ -144,56 +144,56 @@ def test_twin_get_and_reported_patch_without_any_subscription(front):
 
 def test_reported_patches_reusing_a_rid_are_each_applied_and_answered(front, hub):
     """$rid is the client's correlation value (the C SDK restarts at 1, Microsoft's samples use constants)."""
-    link = connected(front)
-    link.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", b'{"n": 1}', 1, 7))
-    link.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", b'{"m": 2}', 1, 8))
-    assert [p.topic for p in link.publishes()] == ["$iothub/twin/res/204/?$rid=1&$version=2",
+    client = connected(front)
+    client.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", b'{"n": 1}', 1, 7))
+    client.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", b'{"m": 2}', 1, 8))
+    assert [p.topic for p in client.publishes()] == ["$iothub/twin/res/204/?$rid=1&$version=2",
                                                    "$iothub/twin/res/204/?$rid=1&$version=3"]
     reported = hub.device_twin("d1")["reported"]
     assert (reported["n"], reported["m"], reported["$version"]) == (1, 2, 3)
 
 
 def test_a_twin_get_reusing_a_rid_returns_the_current_document(front, hub):
-    link = connected(front)
-    link.send(Publish("$iothub/twin/GET/?$rid=1", b" ", 1, 1))
+    client = connected(front)
+    client.send(Publish("$iothub/twin/GET/?$rid=1", b" ", 1, 1))
     hub.patch_desired("d1", {"temp": 21})
-    link.take()
-    link.send(Publish("$iothub/twin/GET/?$rid=1", b" ", 1, 2))
-    [reply] = link.publishes()
+    client.take()
+    client.send(Publish("$iothub/twin/GET/?$rid=1", b" ", 1, 2))
+    [reply] = client.publishes()
     assert json.loads(reply.payload)["desired"] == {"temp": 21, "$version": 2}
 
 
 def test_bad_reported_patch_gets_a_400_reply_not_silence(front):
-    link = connected(front)
-    link.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=r1", b"{not json", 1, 1))
-    assert link.publishes()[0].topic == "$iothub/twin/res/400/?$rid=r1"
+    client = connected(front)
+    client.send(Publish("$iothub/twin/PATCH/properties/reported/?$rid=r1", b"{not json", 1, 1))
+    assert client.publishes()[0].topic == "$iothub/twin/res/400/?$rid=r1"
 
 
 def test_desired_patch_reaches_the_device_with_version_in_the_json(front, hub):
-    link = connected(front)
-    subscribe(link, DESIRED)
+    client = connected(front)
+    subscribe(client, DESIRED)
     hub.patch_desired("d1", {"temp": 21})
-    [push] = link.publishes()
+    [push] = client.publishes()
     assert push.topic == "$iothub/twin/PATCH/properties/desired/?$version=2"
     assert json.loads(push.payload) == {"temp": 21, "$version": 2}
 
 
 def test_method_request_and_response_are_correlated(front, hub):
-    link = connected(front)
-    link.send(Subscribe(1, (("$iothub/methods/POST/#", 1),)))
-    link.take()
+    client = connected(front)
+    client.send(Subscribe(1, (("$iothub/methods/POST/#", 1),)))
+    client.take()
     call = hub.start_method("d1", "reboot", {"delay": 5})
-    [request] = link.publishes()
+    [request] = client.publishes()
     assert request.topic == f"$iothub/methods/POST/reboot/?$rid={call.rid}"
     assert request.qos == 0 and json.loads(request.payload) == {"delay": 5}
-    link.send(Publish(f"$iothub/methods/res/200/?$rid={call.rid}", b'{"done": true}', 1, 3))
+    client.send(Publish(f"$iothub/methods/res/200/?$rid={call.rid}", b'{"done": true}', 1, 3))
     assert call.result.status == 200 and call.result.payload == {"done": True}
 
 
 def test_telemetry_with_properties_is_buffered(front, hub):
-    link = connected(front)
+    client = connected(front)
     topic = "devices/d1/messages/events/%24.mid=m1&%24.ct=application%2Fjson&level=a%20b%2Bc"
-    link.send(Publish(topic, b'{"t": 1}', 1, 4))
+    client.send(Publish(topic, b'{"t": 1}', 1, 4))
     [message] = hub.telemetry.messages("d1")
     assert message.body == b'{"t": 1}'
     assert message.system_properties == {"$.mid": "m1", "$.ct": "application/json"}
@@ -201,9 +201,9 @@ def test_telemetry_with_properties_is_buffered(front, hub):
 
 
 def test_a_device_cannot_publish_as_another_device(front, hub):
-    link = connected(front)
-    link.send(Publish("devices/d2/messages/events/", b"spoof", 1, 5))
-    assert link.connection.state == "closed"
+    client = connected(front)
+    client.send(Publish("devices/d2/messages/events/", b"spoof", 1, 5))
+    assert client.connection.state == "closed"
     assert hub.telemetry.messages() == []
     assert not hub.is_online("d1")
 
@@ -224,19 +224,19 @@ def test_new_connection_takes_over_and_the_old_one_is_closed(front, hub):
     subscribe(old, DESIRED)
     new = connected(front, session_present=True)
     assert old.connection.state == "closed"
-    assert hub.is_online("d1")  # closing the old link does not mark the device offline
+    assert hub.is_online("d1")  # closing the old client does not mark the device offline
     hub.patch_desired("d1", {"a": 1})
     assert old.publishes() == [] and len(new.publishes()) == 1
 
 
 def test_persistent_session_resends_unacknowledged_replies_after_reconnect(front):
-    link = connected(front)
-    link.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))
-    [reply] = link.publishes()  # never PUBACKed: the connection breaks
-    link.front.handle_events(link, [])
-    link.connection.connection_lost()
-    front.link_closed(link)
-    again = FakeLink(front)
+    client = connected(front)
+    client.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))
+    [reply] = client.publishes()  # never PUBACKed: the connection breaks
+    client.front.handle_events(client, [])
+    client.connection.connection_lost()
+    front.client_closed(client)
+    again = FakeClient(front)
     again.send(hub_connect())
     packets = again.take()
     assert packets[0] == Connack(True, 0)
@@ -244,16 +244,16 @@ def test_persistent_session_resends_unacknowledged_replies_after_reconnect(front
 
 
 def test_disconnect_marks_the_device_offline(front, hub):
-    link = connected(front)
-    link.send(Disconnect())
+    client = connected(front)
+    client.send(Disconnect())
     assert not hub.is_online("d1")
     assert hub.get_device("d1").connection_state == "Disconnected"
 
 
 def test_unknown_topic_closes_the_connection(front):
-    link = connected(front)
-    link.send(Publish("some/random/topic", b"x", 1, 1))
-    assert link.connection.state == "closed"
+    client = connected(front)
+    client.send(Publish("some/random/topic", b"x", 1, 1))
+    assert client.connection.state == "closed"
 
 
 def dps_connect(registration_id, key, scope=wellknown.DPS_ID_SCOPE):
@@ -264,67 +264,67 @@ def dps_connect(registration_id, key, scope=wellknown.DPS_ID_SCOPE):
 
 def test_dps_registration_with_the_group_key_then_hub_connect(front, hub):
     key = derive_device_key(wellknown.DPS_GROUP_KEY, "new-dev")
-    link = FakeLink(front)
-    link.send(dps_connect("new-dev", key))
-    assert link.take() == [Connack(False, 0)]
-    link.send(Subscribe(1, (("$dps/registrations/res/#", 1),)))
-    link.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1",
+    client = FakeClient(front)
+    client.send(dps_connect("new-dev", key))
+    assert client.take() == [Connack(False, 0)]
+    client.send(Subscribe(1, (("$dps/registrations/res/#", 1),)))
+    client.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1",
                       b'{"registrationId": "new-dev", "payload": null}', 1, 2))
-    [reply] = link.publishes()
+    [reply] = client.publishes()
     assert reply.topic == "$dps/registrations/res/200/?$rid=1"
     body = json.loads(reply.payload)
     assert body["status"] == "assigned"
     state = body["registrationState"]
     assert (state["assignedHub"], state["deviceId"], state["substatus"]) == ("localhost", "new-dev",
                                                                             "initialAssignment")
-    link.send(Publish(f"$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId={body['operationId']}",
+    client.send(Publish(f"$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId={body['operationId']}",
                       b" ", 1, 3))
-    assert json.loads(link.publishes()[0].payload)["status"] == "assigned"
-    hub_link = FakeLink(front)
+    assert json.loads(client.publishes()[0].payload)["status"] == "assigned"
+    hub_link = FakeClient(front)
     hub_link.send(hub_connect("new-dev", key))
     assert hub_link.take() == [Connack(False, 0)]
 
 
 def test_dps_with_a_wrong_key_is_refused_at_connect(front, hub):
-    link = FakeLink(front)
-    link.send(dps_connect("new-dev", derive_device_key(wellknown.DPS_GROUP_KEY, "someone-else")))
-    assert link.take() == [Connack(False, 5)]
+    client = FakeClient(front)
+    client.send(dps_connect("new-dev", derive_device_key(wellknown.DPS_GROUP_KEY, "someone-else")))
+    assert client.take() == [Connack(False, 5)]
     assert "new-dev" not in hub.registry
 
 
 def test_dps_register_for_another_registration_id_is_refused(front, hub):
-    link = FakeLink(front)
-    link.send(dps_connect("dev-a", derive_device_key(wellknown.DPS_GROUP_KEY, "dev-a")))
-    link.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId": "dev-b"}', 1, 1))
-    assert link.publishes()[0].topic == "$dps/registrations/res/400/?$rid=1"
+    client = FakeClient(front)
+    client.send(dps_connect("dev-a", derive_device_key(wellknown.DPS_GROUP_KEY, "dev-a")))
+    client.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId": "dev-b"}', 1, 1))
+    assert client.publishes()[0].topic == "$dps/registrations/res/400/?$rid=1"
     assert "dev-b" not in hub.registry
 
 
 def test_dps_refuses_to_take_over_a_device_it_did_not_create(front, hub):
     # d1 exists with a private key; the public group key derives a key for "d1" that must not become valid.
     key = derive_device_key(wellknown.DPS_GROUP_KEY, "d1")
-    link = FakeLink(front)
-    link.send(dps_connect("d1", key))
-    assert link.take() == [Connack(False, 0)]
-    link.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId": "d1"}', 1, 1))
-    [reply] = link.publishes()
+    client = FakeClient(front)
+    client.send(dps_connect("d1", key))
+    assert client.take() == [Connack(False, 0)]
+    client.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId": "d1"}', 1, 1))
+    [reply] = client.publishes()
     assert reply.topic == "$dps/registrations/res/409/?$rid=1"
     body = json.loads(reply.payload)
     assert body["errorCode"] == 409001 and {"trackingId", "message", "timestampUtc"} <= set(body)
     assert hub.get_device("d1").primary_key == KEY and not hub.get_device("d1").has_key(key)
-    device = FakeLink(front)
+    device = FakeClient(front)
     device.send(hub_connect("d1", key))
     assert device.take() == [Connack(False, 5)]
 
 
 def test_deleting_a_device_clears_its_persistent_session(front, hub):
-    link = connected(front)
-    subscribe(link, "$iothub/twin/res/#", DESIRED)
+    client = connected(front)
+    subscribe(client, "$iothub/twin/res/#", DESIRED)
     hub.patch_desired("d1", {"old": 1})
-    link.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 2))
-    assert len(link.publishes()) == 2  # desired patch and twin reply, neither acknowledged
+    client.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 2))
+    assert len(client.publishes()) == 2  # desired patch and twin reply, neither acknowledged
     hub.delete_device("d1")  # the device is online: it is disconnected too
-    assert link.connection.state == "closed"
+    assert client.connection.state == "closed"
     hub.create_device("d1", primary_key=KEY)
     fresh = connected(front)  # clean_session=0: no session of the deleted device to resume
     assert fresh.take() == []  # nothing of the old device is resent
@@ -334,55 +334,55 @@ def test_deleting_a_device_clears_its_persistent_session(front, hub):
 
 
 def test_deleting_an_offline_device_clears_its_persistent_session(front, hub):
-    link = connected(front)
+    client = connected(front)
     hub.patch_desired("d1", {"old": 1})
-    link.send(Disconnect())
+    client.send(Disconnect())
     hub.delete_device("d1")
     hub.create_device("d1", primary_key=KEY)
     connected(front, session_present=False)
 
 
 def test_connection_is_closed_when_its_token_expires(front, hub, clock):
-    link = FakeLink(front)
-    link.send(hub_connect(ttl=300))
-    assert link.take() == [Connack(False, 0)]
+    client = FakeClient(front)
+    client.send(hub_connect(ttl=300))
+    assert client.take() == [Connack(False, 0)]
     clock.advance(299)
     front.expire_tokens()
-    assert hub.is_online("d1") and link.connection.state == "connected"
+    assert hub.is_online("d1") and client.connection.state == "connected"
     clock.advance(1)
     front.expire_tokens()
-    assert link.connection.state == "closed" and not hub.is_online("d1")
+    assert client.connection.state == "closed" and not hub.is_online("d1")
 
 
 def test_plug_and_play_model_id_from_the_username_reaches_the_twin(front, hub):
     connect = hub_connect()
     pnp = Connect(connect.client_id, "localhost/d1/?api-version=2020-09-30&DeviceClientType=x"
                   "&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1", connect.password)
-    link = FakeLink(front)
-    link.send(pnp)
-    assert link.take() == [Connack(False, 0)]
+    client = FakeClient(front)
+    client.send(pnp)
+    assert client.take() == [Connack(False, 0)]
     assert hub.get_twin("d1")["modelId"] == "dtmi:com:example:Thermostat;1"
 
 
 def test_an_internal_failure_still_answers_the_twin_request(front, hub, monkeypatch):
-    link = connected(front)
+    client = connected(front)
 
     def broken(device_id):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(hub, "device_twin", broken)
-    link.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))
-    assert link.publishes()[0].topic == "$iothub/twin/res/500/?$rid=r1"
+    client.send(Publish("$iothub/twin/GET/?$rid=r1", b" ", 1, 1))
+    assert client.publishes()[0].topic == "$iothub/twin/res/500/?$rid=r1"
 
 
 def test_dps_and_hub_sessions_of_the_same_client_id_are_separate(front, hub):
     key = derive_device_key(wellknown.DPS_GROUP_KEY, "d1")
-    dps = FakeLink(front)
+    dps = FakeClient(front)
     persistent = dps_connect("d1", key)
     dps.send(Connect(persistent.client_id, persistent.username, persistent.password, clean_session=False))
     dps.send(Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId": "d1"}', 1, 1))
     assert any(isinstance(p, Publish) for p in dps.take())  # the reply is never acknowledged
-    device = FakeLink(front)
+    device = FakeClient(front)
     device.send(hub_connect("d1", KEY))
     assert device.take() == [Connack(False, 0)]  # nothing of the DPS session is resent here
 
@@ -400,11 +400,11 @@ class CountingDict(dict):
 
 
 def connect_with_ttl(front, device_id, key, ttl):
-    link = FakeLink(front)
-    link.send(hub_connect(device_id, key, ttl=ttl))
-    [connack] = link.take()
+    client = FakeClient(front)
+    client.send(hub_connect(device_id, key, ttl=ttl))
+    [connack] = client.take()
     assert isinstance(connack, Connack) and connack.return_code == 0
-    return link
+    return client
 
 
 def test_each_connection_closes_at_its_own_token_expiry(front, hub, clock):
@@ -428,7 +428,7 @@ def test_a_renewed_token_replaces_the_old_deadline(front, hub, clock):
     old = connect_with_ttl(front, "d1", KEY, 300)
     clock.advance(250)  # the SDK renews before expiry: a new CONNECT with a new token
     token = build_token("localhost/devices/d1", KEY, ttl=3600, now=NOW + 250)
-    renewed = FakeLink(front)
+    renewed = FakeClient(front)
     renewed.send(Connect("d1", hub_connect().username, token.encode(), clean_session=False))
     assert renewed.take() == [Connack(True, 0)] and old.closed
     clock.advance(50)  # the old token's expiry: the renewed connection stays
@@ -443,9 +443,9 @@ def test_a_renewed_token_replaces_the_old_deadline(front, hub, clock):
 
 
 def test_a_disconnected_device_is_not_closed_again_at_its_old_expiry(front, hub, clock, monkeypatch):
-    link = connect_with_ttl(front, "d1", KEY, 300)
-    link.send(Disconnect())
-    assert link.closed and not hub.is_online("d1")
+    client = connect_with_ttl(front, "d1", KEY, 300)
+    client.send(Disconnect())
+    assert client.closed and not hub.is_online("d1")
     closed = []
     monkeypatch.setattr(front, "disconnect_device", closed.append)
     monkeypatch.setattr(hub, "device_disconnected", closed.append)

@@ -3,18 +3,18 @@ property bag, only to a subscribed device, completed by its PUBACK, resent after
 
 import urllib.parse
 
-from emulator.mqtt.codec import Connack, Disconnect, Puback, Publish, Subscribe
+from mqttcodec import Connack, Disconnect, Puback, Publish, Subscribe
 
-from .test_device_front import KEY, FakeLink, clock, connected, front, hub, hub_connect  # noqa: F401
+from .test_device_front import KEY, FakeClient, clock, connected, front, hub, hub_connect  # noqa: F401
 
 DEVICEBOUND = "devices/d1/messages/devicebound/#"
 
 
 def subscribed(front, topic_filter=DEVICEBOUND):
-    link = connected(front)
-    link.send(Subscribe(1, ((topic_filter, 1),)))
-    link.take()
-    return link
+    client = connected(front)
+    client.send(Subscribe(1, ((topic_filter, 1),)))
+    client.take()
+    return client
 
 
 def bag(topic: str) -> dict[str, str]:
@@ -25,11 +25,11 @@ def bag(topic: str) -> dict[str, str]:
 
 
 def test_message_goes_out_at_qos_1_with_its_properties_in_the_topic(front, hub):
-    link = subscribed(front)
+    client = subscribed(front)
     hub.send_cloud_message("d1", b"hello", message_id="m 1", correlation_id="c/1", user_id="u1",
                            content_type="application/json", content_encoding="utf-8",
                            properties={"a&b": "x=y", "plain": "v"}, ack="full")
-    [publish] = link.publishes()
+    [publish] = client.publishes()
     assert publish.qos == 1 and publish.payload == b"hello"
     properties = bag(publish.topic)
     assert properties.pop("$.exp").endswith("Z")
@@ -39,31 +39,31 @@ def test_message_goes_out_at_qos_1_with_its_properties_in_the_topic(front, hub):
 
 
 def test_puback_completes_the_message_and_gives_feedback(front, hub):
-    link = subscribed(front)
+    client = subscribed(front)
     sent = hub.send_cloud_message("d1", b"x", ack="positive")
-    [publish] = link.publishes()
+    [publish] = client.publishes()
     assert hub.c2d.depth("d1") == 1
-    link.send(Puback(publish.packet_id))
+    client.send(Puback(publish.packet_id))
     assert hub.c2d.depth("d1") == 0
     assert hub.c2d.take_feedback().records[0]["originalMessageId"] == sent.message_id
 
 
 def test_nothing_is_sent_until_the_device_subscribes(front, hub):
-    link = connected(front)
+    client = connected(front)
     hub.send_cloud_message("d1", b"waits")
-    assert link.publishes() == []
-    link.send(Subscribe(1, (("$iothub/methods/POST/#", 0),)))
-    assert link.publishes() == []
-    link.send(Subscribe(2, (("devices/d1/messages/+/#", 1),)))
-    assert [p.payload for p in link.publishes()] == [b"waits"]
+    assert client.publishes() == []
+    client.send(Subscribe(1, (("$iothub/methods/POST/#", 0),)))
+    assert client.publishes() == []
+    client.send(Subscribe(2, (("devices/d1/messages/+/#", 1),)))
+    assert [p.payload for p in client.publishes()] == [b"waits"]
 
 
 def test_offline_device_gets_its_queue_in_order_when_it_comes_back(front, hub):
-    link = subscribed(front)
-    link.send(Disconnect())
+    client = subscribed(front)
+    client.send(Disconnect())
     for body in (b"one", b"two", b"three"):
         hub.send_cloud_message("d1", body)
-    again = FakeLink(front)
+    again = FakeClient(front)
     again.send(hub_connect("d1", KEY))  # persistent session: subscriptions are remembered
     packets = again.take()
     assert packets[0] == Connack(True, 0)
@@ -71,12 +71,12 @@ def test_offline_device_gets_its_queue_in_order_when_it_comes_back(front, hub):
 
 
 def test_unacknowledged_message_is_resent_once_on_a_persistent_reconnect(front, hub):
-    link = subscribed(front)
+    client = subscribed(front)
     hub.send_cloud_message("d1", b"once")
-    [first] = link.publishes()
-    link.connection.close()  # the connection drops before the device's PUBACK
-    link.flush()
-    again = FakeLink(front)
+    [first] = client.publishes()
+    client.connection.close()  # the connection drops before the device's PUBACK
+    client.flush()
+    again = FakeClient(front)
     again.send(hub_connect("d1", KEY))
     resent = [p for p in again.take() if isinstance(p, Publish)]
     assert [(p.payload, p.packet_id, p.dup) for p in resent] == [(b"once", first.packet_id, True)]
@@ -85,12 +85,12 @@ def test_unacknowledged_message_is_resent_once_on_a_persistent_reconnect(front, 
 
 
 def test_clean_session_reconnect_gets_the_message_again_as_a_new_delivery(front, hub):
-    link = subscribed(front)
+    client = subscribed(front)
     hub.send_cloud_message("d1", b"again")
-    link.publishes()
-    link.connection.close()
-    link.flush()
-    clean = FakeLink(front)
+    client.publishes()
+    client.connection.close()
+    client.flush()
+    clean = FakeClient(front)
     clean.send(hub_connect("d1", KEY, clean_session=True))
     assert [p for p in clean.take() if isinstance(p, Publish)] == []  # no subscription yet
     clean.send(Subscribe(1, ((DEVICEBOUND, 1),)))
@@ -100,6 +100,6 @@ def test_clean_session_reconnect_gets_the_message_again_as_a_new_delivery(front,
 
 
 def test_another_devices_messages_never_arrive(front, hub):
-    link = subscribed(front)
+    client = subscribed(front)
     hub.send_cloud_message("d2", b"not yours")
-    assert link.publishes() == []
+    assert client.publishes() == []

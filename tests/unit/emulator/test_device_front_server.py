@@ -11,7 +11,7 @@ import pytest
 
 from emulator.certs import ensure_certificates, server_ssl_context
 from emulator.hub import Hub
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
+from mqttcodec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
 from emulator.mqtt.device_front import DeviceFront
 from emulator.mqtt.server import AddressInUse, MqttServer
 from hubsettings import build_token, wellknown
@@ -148,8 +148,8 @@ def test_threaded_emulator_reports_a_start_failure_in_the_caller(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        config = EmulatorConfig(address="127.0.0.1", mqtt_port=taken.getsockname()[1], rest_port=None, in_memory=True,
-                                write_discovery=False)
+        config = EmulatorConfig(address="127.0.0.1", mqtt_port=taken.getsockname()[1], rest_port=None, amqp_port=None,
+                                in_memory=True, write_discovery=False)
         with pytest.raises(AddressInUse):
             ThreadedEmulator(config).start()
 
@@ -157,7 +157,8 @@ def test_threaded_emulator_reports_a_start_failure_in_the_caller(tmp_path):
 def test_threaded_emulator_in_process_api(tmp_path):
     from emulator.hub import DeviceNotOnline
     from emulator.server import EmulatorConfig, ThreadedEmulator
-    config = EmulatorConfig(address="127.0.0.1", mqtt_port=0, rest_port=0, in_memory=True, write_discovery=False)
+    config = EmulatorConfig(address="127.0.0.1", mqtt_port=0, rest_port=0, amqp_port=0, in_memory=True,
+                            write_discovery=False)
     with ThreadedEmulator(config) as emulator:
         twin = emulator.patch_desired(wellknown.DEVICE_ID, {"interval": 5})
         assert twin["properties"]["desired"]["interval"] == 5

@@ -9,7 +9,7 @@ from emulator.hub.errors import ArgumentInvalid
 from emulator.store import SqliteStore
 
 
-class RecordingLink:
+class RecordingConnections:
     def __init__(self):
         self.pushed: list[str] = []
 
@@ -189,13 +189,13 @@ def test_purge_and_device_deletion_empty_the_queue(hub):
 
 
 def test_connected_device_is_told_at_once(hub):
-    link = RecordingLink()
-    hub.attach_link(link)
+    connections = RecordingConnections()
+    hub.attach_connections(connections)
     hub.send_cloud_message("d1", b"offline")
-    assert link.pushed == []
+    assert connections.pushed == []
     hub.device_connected("d1")
     hub.send_cloud_message("d1", b"online")
-    assert link.pushed == ["d1"]
+    assert connections.pushed == ["d1"]
 
 
 def test_messages_and_feedback_survive_a_restart_in_order(hub, clock, tmp_path):

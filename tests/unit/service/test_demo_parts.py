@@ -168,3 +168,22 @@ def test_demo_refuses_hub_settings(options, tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, [*options, "demo"])
     assert result.exit_code == 2
     assert f"demo takes no {options[0]}" in result.stderr and "a2V5" not in result.output
+
+
+def test_the_scale_story_tallies_per_device_results_and_fails_on_a_short_job(tmp_path):
+    from service.demo_stories import _device_results, _method_status, _tally
+
+    steps = steps_for(tmp_path)
+    answered = {"status": "completed", "outcome": {"deviceMethodResponse": {"status": 200}}}
+    busy = {"status": "completed", "outcome": {"deviceMethodResponse": {"status": 409}}}
+    jobs = iter([{"status": "completed", "devices": [answered, answered, busy]},
+                 {"status": "completed", "devices": [answered, answered]}])
+    steps.json = lambda *args, **kwargs: next(jobs)  # type: ignore[method-assign]
+    tally = _device_results(steps, "j1", 3, _method_status)
+    assert tally == {200: 2, 409: 1} and _tally(tally) == "2 200, 1 409"
+    with pytest.raises(StepFailed, match="2 device results \\(expected 3\\)"):
+        _device_results(steps, "j2", 3, _method_status)
+
+
+def test_a_big_fleet_gets_more_time_to_start():
+    assert demo_module.scale_start_timeout(10000) > demo_module.scale_start_timeout(1000) > demo_module.START_TIMEOUT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from emulator.hub.jobs import JobScheduler, device_error
@@ -119,3 +120,36 @@ async def test_an_unreadable_saved_job_is_skipped() -> None:
     second = JobScheduler(FakeTarget(FLEET), clock)
     second.restore(saved)
     assert [j["jobId"] for j in second.query()] == ["good"]
+
+
+class SlowSelection(FakeTarget):
+    """Device selection (a query over the fleet) that has not finished when the emulator dies."""
+
+    def __init__(self, twins: list[dict]) -> None:
+        super().__init__(twins)
+        self.selection_gate = asyncio.Event()
+
+    async def select_devices(self, condition):
+        await self.selection_gate.wait()
+        return await super().select_devices(condition)
+
+
+async def test_a_job_killed_while_choosing_its_devices_is_not_run_again() -> None:
+    clock, store = FakeClock(), Store()
+    first = JobScheduler(SlowSelection(FLEET), clock, persist=store)
+    first.create(job("j"))
+    await first.tick()
+    await settle()
+    assert first.get("j")["status"] == "running"  # what a client may already have seen
+    await first.aclose()  # killed before the job's task got past its device query
+
+    clock.advance(10)
+    second_target = FakeTarget(FLEET)
+    second = JobScheduler(second_target, clock, persist=store)
+    second.restore(store.load())
+    await second.tick()
+    await second.wait_idle()
+    restored = second.get("j")
+    assert restored["status"] == "failed"
+    assert "restarted while the job was running" in restored["failureReason"]
+    assert second_target.calls == []  # no lockDoor sent twice

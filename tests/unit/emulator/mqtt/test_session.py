@@ -2,7 +2,7 @@
 
 import pytest
 
-from emulator.mqtt.codec import (
+from mqttcodec import (
     Connack,
     Connect,
     Disconnect,

@@ -11,13 +11,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from emulator.hub import FakeClock, Hub
-from emulator.hub.job_target import HubJobTarget
 from emulator.hub.jobs import JobScheduler
 from emulator.rest import create_app
 from hubsettings import wellknown
 from hubsettings.sas import build_token
 
-from ..hub_fakes import RecordingLink
+from ..hub_fakes import RecordingConnections
 
 API = "api-version=2021-04-12"
 HOST = "localhost"
@@ -87,21 +86,21 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def link() -> RecordingLink:
-    return RecordingLink()
+def connections() -> RecordingConnections:
+    return RecordingConnections()
 
 
 @pytest.fixture
-def hub(clock, link) -> Hub:
+def hub(clock, connections) -> Hub:
     hub = Hub(HOST, clock=clock)
     hub.register_well_known()
-    hub.attach_link(link)
+    hub.attach_connections(connections)
     return hub
 
 
 @pytest.fixture
-def scheduler(hub, clock) -> JobScheduler:
-    return JobScheduler(HubJobTarget(hub), clock, persist=hub.save_job)
+def scheduler(hub) -> JobScheduler:
+    return hub.jobs  # the hub builds its scheduler (and restores saved jobs); tests drive it with tick()
 
 
 @pytest.fixture

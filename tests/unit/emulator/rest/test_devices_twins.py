@@ -130,7 +130,7 @@ async def test_get_twin(rest):
     assert (await rest.call("GET", "/twins/nobody")).status == 404
 
 
-async def test_patch_twin_merges_and_pushes_desired_to_a_connected_device(rest, hub, link):
+async def test_patch_twin_merges_and_pushes_desired_to_a_connected_device(rest, hub, connections):
     hub.device_connected("myDeviceId")
     etag = (await (await rest.call("GET", "/twins/myDeviceId")).json())["etag"]
     response = await rest.call("PATCH", "/twins/myDeviceId", headers={"If-Match": f'"{etag}"'},
@@ -139,7 +139,7 @@ async def test_patch_twin_merges_and_pushes_desired_to_a_connected_device(rest, 
     twin = await response.json()
     assert twin["tags"] == {"floor": 2}
     assert twin["properties"]["desired"]["telemetryInterval"] == 5
-    assert link.desired == [("myDeviceId", {"telemetryInterval": 5, "$version": 2})]
+    assert connections.desired == [("myDeviceId", {"telemetryInterval": 5, "$version": 2})]
 
 
 async def test_patch_twin_with_stale_etag_is_412(rest):

@@ -30,12 +30,12 @@ async def test_method_to_offline_device_is_404103(rest):
     assert (error.name, error.code, error.envelope) == ("DeviceNotOnline", 404103, "method")
 
 
-async def test_method_round_trip_returns_the_device_answer(rest, hub, link):
+async def test_method_round_trip_returns_the_device_answer(rest, hub, connections):
     hub.device_connected("myDeviceId")
     request = asyncio.ensure_future(rest.call("POST", METHOD, json={
         "methodName": "lockDoor", "payload": {"door": "front"}, "responseTimeoutInSeconds": 10}))
-    await _until(lambda: link.methods, "the method request to reach the device")
-    device_id, call = link.methods[0]
+    await _until(lambda: connections.methods, "the method request to reach the device")
+    device_id, call = connections.methods[0]
     assert (device_id, call.method_name, call.payload) == ("myDeviceId", "lockDoor", {"door": "front"})
     hub.method_response("myDeviceId", call.rid, 200, b'{"locked": true}')
     response = await request
@@ -43,11 +43,11 @@ async def test_method_round_trip_returns_the_device_answer(rest, hub, link):
     assert await response.json() == {"status": 200, "payload": {"locked": True}}
 
 
-async def test_method_without_answer_is_504101(rest, hub, link, clock):
+async def test_method_without_answer_is_504101(rest, hub, connections, clock):
     hub.device_connected("myDeviceId")
     request = asyncio.ensure_future(rest.call("POST", METHOD, json={"methodName": "reboot",
                                                                     "responseTimeoutInSeconds": 5}))
-    await _until(lambda: link.methods, "the method request to reach the device")
+    await _until(lambda: connections.methods, "the method request to reach the device")
     clock.advance(5)
     hub.expire_due()
     response = await request
@@ -56,13 +56,13 @@ async def test_method_without_answer_is_504101(rest, hub, link, clock):
     assert (error.name, error.code, error.envelope) == ("GatewayTimeout", 504101, "method")
 
 
-async def test_connect_timeout_waits_for_the_device(rest, hub, link):
+async def test_connect_timeout_waits_for_the_device(rest, hub, connections):
     request = asyncio.ensure_future(rest.call("POST", METHOD, json={"methodName": "reboot",
                                                                     "connectTimeoutInSeconds": 30}))
     await _until(lambda: len(hub.methods) == 1, "the call to be waiting")
-    assert link.methods == []
+    assert connections.methods == []
     hub.device_connected("myDeviceId")
-    _, call = link.methods[0]
+    _, call = connections.methods[0]
     hub.method_response("myDeviceId", call.rid, 201, b"")
     response = await request
     assert await response.json() == {"status": 201, "payload": None}
@@ -96,13 +96,13 @@ async def test_method_arguments_out_of_range_are_400(rest, hub, body):
     assert (await iothub_error(response)).code == 400004
 
 
-async def test_method_timeouts_as_numeric_strings_are_accepted(rest, hub, link):
+async def test_method_timeouts_as_numeric_strings_are_accepted(rest, hub, connections):
     """What the az extension sends: `"responseTimeoutInSeconds": "30", "connectTimeoutInSeconds": "0"`."""
     hub.device_connected("myDeviceId")
     request = asyncio.ensure_future(rest.call("POST", METHOD, json={
         "methodName": "m", "payload": {}, "responseTimeoutInSeconds": "30", "connectTimeoutInSeconds": "0"}))
-    await _until(lambda: link.methods, "the method request to reach the device")
-    hub.method_response("myDeviceId", link.methods[0][1].rid, 200, b"{}")
+    await _until(lambda: connections.methods, "the method request to reach the device")
+    hub.method_response("myDeviceId", connections.methods[0][1].rid, 200, b"{}")
     assert (await request).status == 200
 
 

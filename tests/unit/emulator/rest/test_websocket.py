@@ -8,9 +8,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from emulator.hub.job_target import HubJobTarget
-from emulator.hub.jobs import JobScheduler
-from emulator.mqtt.codec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
+from mqttcodec import Connack, Connect, PacketReader, Publish, Suback, Subscribe, encode
 from emulator.mqtt.device_front import DeviceFront
 from emulator.rest import create_app
 from hubsettings import wellknown
@@ -46,10 +44,9 @@ class WsDevice:
 
 
 @pytest.fixture
-async def ws_client(hub, clock):
+async def ws_client(hub):
     front = DeviceFront(hub)
-    scheduler = JobScheduler(HubJobTarget(hub), clock)
-    client = TestClient(TestServer(create_app(hub, scheduler, device_front=front)))
+    client = TestClient(TestServer(create_app(hub, hub.jobs, device_front=front)))
     await client.start_server()
     try:
         yield client

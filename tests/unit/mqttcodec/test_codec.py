@@ -2,7 +2,7 @@
 
 import pytest
 
-from emulator.mqtt.codec import (
+from mqttcodec import (
     Connack,
     Connect,
     Disconnect,
@@ -23,7 +23,7 @@ from emulator.mqtt.codec import (
     encode,
     encode_parts,
 )
-from emulator.mqtt.encoder import _remaining_length
+from mqttcodec.encoder import _remaining_length
 
 # What paho-mqtt 1.6.1 (azure-iot-device's transport) sends: client id myDeviceId, clean_session=0,
 # keepalive 60, username and password. Captured on loopback.

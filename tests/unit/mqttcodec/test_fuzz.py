@@ -4,7 +4,7 @@ from the codec and never an exception from the session."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.mqtt.codec import (
+from mqttcodec import (
     Connack,
     Connect,
     Disconnect,

@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from .session import ServerConnection
 
 
-class SessionLink:
-    """Base of a device_front.Link: subclasses provide `connection`, `peer`, `front` and `flush()`."""
+class ClientConnectionBase:
+    """Base of a front_common.ClientConnection: subclasses provide `connection`, `peer`, `front` and `flush()`."""
 
     connection: ServerConnection
     peer: str
@@ -22,7 +22,7 @@ class SessionLink:
     def _process(self, events: list[Any]) -> None:
         front = self.front
         while True:
-            front.handle_events(self, events)  # type: ignore[arg-type]  # subclasses implement Link
+            front.handle_events(self, events)  # type: ignore[arg-type]  # subclasses implement ClientConnection
             if not self.connection.accepted_with_pending_input:
                 break
             events = self.connection.receive_data(b"")  # packets the client sent right behind CONNECT

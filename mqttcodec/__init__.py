@@ -5,8 +5,9 @@ The codec lives in three modules, re-exported here under the names docs/emulator
 - ``encoder.py``: ``encode`` and ``encode_parts`` (packets -> bytes, validating; ValueError);
 - ``decoder.py``: ``PacketReader`` (bytes -> packets, strict; ProtocolError).
 
-The emulator only ever plays the server, but tests and benchmarks drive it with raw clients built on
-this same codec, so all 14 packet types encode and decode in both directions.
+A package of its own because both sides use it: the emulator plays the server (emulator/mqtt), the
+device fleet and the benchmarks play clients (device/fleet), so all 14 packet types encode and decode in
+both directions.
 
 Additions to docs/emulator-internals.md, none of which changes what the contract lists:
 - ``Pubrec``, ``Pubrel``, ``Pubcomp`` and ``Unsuback`` are separate classes shaped like ``Puback``.
