@@ -12,7 +12,7 @@ from .discovery import EmulatorInfo, discovery_path, emulator_home, read_discove
 from .errors import SettingsError
 from .masking import mask_key, mask_secrets
 from .resolve import (DeviceSettings, ProvisioningSettings, ServiceSettings, emulator_environment, read_ca_file,
-                      resolve_device_settings, resolve_service_settings)
+                      resolve_device_settings, resolve_service_settings, with_registered_key)
 from .sas import SasError, build_token, derive_device_key, parse_token
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "EmulatorInfo", "discovery_path", "emulator_home", "read_discovery", "write_discovery",
     "SettingsError", "mask_key", "mask_secrets", "DeviceSettings", "ProvisioningSettings",
     "ServiceSettings", "emulator_environment", "read_ca_file", "resolve_device_settings", "resolve_service_settings",
+    "with_registered_key",
     "SasError", "build_token", "derive_device_key", "parse_token",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dotenv import dotenv_values, find_dotenv
@@ -101,6 +101,7 @@ class DeviceSettings:
     source: str
     is_emulator: bool = False
     emulator_running: bool = True
+    emulator: EmulatorInfo | None = None  # the running local emulator these settings came from
 
     @property
     def device_id(self) -> str:
@@ -282,13 +283,6 @@ def _provisioning_from_layers(layers: _Layers, given: dict[str, _Value | None]) 
                                 reg.value, device_key, from_group_key=bool(group))
 
 
-def _derived_or_none(group_key: str, registration_id: str) -> str | None:
-    try:
-        return derive_device_key(group_key, registration_id)
-    except SasError:
-        return None
-
-
 def _checked_key(value: _Value) -> str:
     derive_device_key(value.value, "check")  # raises SasError when not base64
     return value.value
@@ -303,14 +297,6 @@ def _emulator_device_settings(layers: _Layers) -> DeviceSettings:
         ca = _explicit_ca(layers) or Path(emulator.ca_file)
         known = emulator.device_connection_strings.get(device_id)
         group_key, scope = emulator.provisioning_group_key, emulator.provisioning_id_scope
-        if not known:
-            # A device registered in the hub with other keys (e.g. `iothub-service device create`) runs
-            # with its own key, read from the emulator's registry: DPS, as on Azure, will not re-key a
-            # device it did not provision. One DPS registered keeps going through DPS.
-            key = registered_device_key(emulator, device_id, ca)
-            if key and key != _derived_or_none(group_key, device_id):
-                known = wellknown.device_connection_string(host, device_id, key)
-                source += f"; key of registered device {device_id} read from the emulator's registry"
         prov_host = emulator.provisioning_host or host
     else:
         source, host = "well-known emulator defaults", wellknown.HOST_NAME
@@ -324,7 +310,27 @@ def _emulator_device_settings(layers: _Layers) -> DeviceSettings:
     # Any other device id: provision it through the emulator's well-known group enrollment.
     prov = ProvisioningSettings(prov_host, scope, device_id, derive_device_key(group_key, device_id),
                                 from_group_key=True)
-    return DeviceSettings(None, prov, ca, source, is_emulator=True, emulator_running=running)
+    return DeviceSettings(None, prov, ca, source, is_emulator=True, emulator_running=running,
+                          emulator=emulator)
+
+
+def with_registered_key(settings: DeviceSettings) -> DeviceSettings:
+    """For one device the local emulator would provision through DPS: when it is already registered
+    with other keys (e.g. `iothub-service device create`), its own connection string, with the key read
+    from the emulator's registry. DPS, as on Azure, will not re-key a device it did not provision (409).
+
+    One HTTPS request to the emulator: for a single device, not for each device of a fleet.
+    """
+    emulator, prov = settings.emulator, settings.provisioning
+    if emulator is None or prov is None or not prov.from_group_key:
+        return settings
+    key = registered_device_key(emulator, prov.registration_id, settings.ca_file)
+    if not key or key == prov.symmetric_key:
+        return settings  # not registered, or registered by DPS itself: DPS takes it
+    cs = parse_connection_string(wellknown.device_connection_string(emulator.host_name, prov.registration_id, key),
+                                 expect="device", what="emulator device connection string")
+    source = f"{settings.source}; key of registered device {prov.registration_id} read from the emulator's registry"
+    return replace(settings, connection_string=cs, provisioning=None, source=source)
 
 
 def resolve_service_settings(flags: Mapping[str, str | None] | None = None, *,

@@ -164,3 +164,27 @@ def test_an_explicit_connection_string_finds_its_emulator_among_several(home, tm
         {"IOTHUB_DEVICE_CONNECTION_STRING": f"HostName=127.0.0.91;DeviceId=d;SharedAccessKey={KEY}"},
         env=env, dotenv_path=tmp_path / "none")
     assert device.is_emulator
+
+
+def test_a_device_registered_with_other_keys_runs_with_its_registry_key(home, tmp_path, monkeypatch):
+    import hubsettings.resolve as resolve_module
+    from hubsettings import derive_device_key, with_registered_key
+
+    env = {"IOTHUB_EMULATOR_HOME": str(home)}
+    write_discovery(info("127.0.0.1"), home / "discovery.json")
+    registry = {"d2": "W3P4" + "A" * 39 + "=", "sensor-01": derive_device_key(KEY, "sensor-01")}
+    monkeypatch.setattr(resolve_module, "registered_device_key",
+                        lambda emulator, device_id, ca: registry.get(device_id))
+
+    def run_by_id(device_id):
+        return with_registered_key(resolve_device_settings({"IOTHUB_DEVICE_ID": device_id}, env=env,
+                                                           dotenv_path=tmp_path / "none"))
+    created = run_by_id("d2")  # `iothub-service device create d2`: DPS would answer 409
+    assert created.provisioning is None and created.connection_string.shared_access_key == registry["d2"]
+    assert "key of registered device d2 read from the emulator's registry" in created.describe()
+    assert run_by_id("sensor-01").provisioning is not None  # registered by DPS: DPS takes it again
+    assert run_by_id("new-one").provisioning is not None  # not registered: DPS creates it
+    explicit = resolve_device_settings(
+        {"IOTHUB_DEVICE_CONNECTION_STRING": f"HostName=h;DeviceId=x;SharedAccessKey={KEY}"},
+        env=env, dotenv_path=tmp_path / "none")
+    assert with_registered_key(explicit) is explicit
