@@ -10,9 +10,10 @@ A fenced block preceded by an HTML comment `<!-- test: ROLE ... -->` is run; rol
                               `ignore` text, printed on a timer, left out) is checked at `stop`; a line
                               starting with `^C` marks where it was interrupted
   stop NAME                   (no block) Ctrl-C (SIGINT) the background command NAME and check its output
-Expected output may use `[...]` for any number of lines. Clock times, dates, durations, ids, etags and fresh
-keys differ from run to run and are compared by shape. Usage: readme_runner.py README [--record]; HOME, PATH and the
-working directory come from the caller (see test_readme.py). Exit 0 when every block matched.
+Expected output may use `[...]` for any number of lines. Clock times, dates, durations, ids, etags and
+fresh keys differ from run to run and are compared by shape. Usage: readme_runner.py README [--record];
+HOME, PATH and the working directory come from the caller: test_readme.py, which also re-captures
+(`python tests/newcomer/test_readme.py README.md`). Exit 0 when every block matched.
 """
 
 from __future__ import annotations
