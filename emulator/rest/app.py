@@ -63,7 +63,8 @@ ROUTES: tuple[tuple[str, str, Handler, Sequence[str]], ...] = (
     ("GET", "/_emulator/devices/{id}/messages", telemetry.device_messages, auth.TELEMETRY),
 )
 
-#: IoT Hub's throttle class of each handler (--throttle); handlers not listed are never throttled.
+#: IoT Hub's throttle class of each handler (--throttle); handlers not listed are never throttled. A
+#: class the tier lacks (twins, methods, jobs on Basic tiers) answers 403 OperationNotAvailableInCurrentTier.
 THROTTLE_CLASSES: dict[Handler, str] = {
     devices.list_devices: throttle.REGISTRY, devices.get_device: throttle.REGISTRY,
     devices.put_device: throttle.REGISTRY, devices.delete_device: throttle.REGISTRY,
@@ -74,7 +75,8 @@ THROTTLE_CLASSES: dict[Handler, str] = {
     methods.invoke_method: throttle.METHODS,
     jobs.query_jobs: throttle.JOBS, jobs.create_job: throttle.JOBS, jobs.get_job: throttle.JOBS,
     jobs.cancel_job: throttle.JOBS,
-    jobs.list_import_export_jobs: throttle.JOBS, jobs.get_import_export_job: throttle.JOBS,
+    # bulk registry operations, which Basic hubs offer too (scheduled jobs are standard-tier only)
+    jobs.list_import_export_jobs: throttle.REGISTRY, jobs.get_import_export_job: throttle.REGISTRY,
 }
 
 #: Handlers whose own refusals IoT Hub sends in the direct-method envelope (errors.py).

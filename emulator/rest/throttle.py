@@ -6,10 +6,13 @@ with traffic shaping for bursts, so each class is a token bucket that holds one 
 and refills at the documented rate. Direct methods are metered in 4 KB units of payload, as IoT Hub
 does. Off unless the emulator runs with `--throttle TIER`; the clock is injectable for tests.
 
-Limits (iot-hub-devguide-quotas-throttling, one unit): identity registry operations 100/min
-(S3: 5,000/min); twin reads 100/s (S3: 500/s); twin updates 50/s (S3: 250/s); queries 20/min
-(S3: 1,000/min); jobs operations 100/min (S3: 5,000/min); direct methods 160 KB/s (S2: 480 KB/s,
-S3: 24 MB/s). Device-side throttles (new connections, device-to-cloud sends) are not modelled.
+Limits (iot-hub-devguide-quotas-throttling, one unit). Every tier: identity registry operations
+100/min (B3, S3: 5,000/min); queries 20/min (B3, S3: 1,000/min). Standard tiers (F1, S1, S2, S3) only:
+twin reads 100/s (S3: 500/s); twin updates 50/s (S3: 250/s); jobs operations 100/min (S3: 5,000/min);
+direct methods 160 KB/s (S2: 480 KB/s, S3: 24 MB/s). A Basic hub (B1, B2, B3) has no twins, direct
+methods or jobs: IoT Hub answers those 403 OperationNotAvailableInCurrentTier (403010), whatever the
+rate. Not modelled: device-side throttles (new connections, device-to-cloud sends), jobs device
+operations (the per-device steps a job runs), cloud-to-device sends.
 """
 
 from __future__ import annotations
@@ -19,23 +22,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..hub.errors import ThrottlingException
+from ..hub.errors import HubError, ThrottlingException
 
 REGISTRY, TWIN_READS, TWIN_UPDATES, QUERIES, JOBS, METHODS = (
     "identity registry operations", "twin reads", "twin updates", "queries", "jobs operations", "direct methods")
 METER_BYTES = 4 * 1024  # direct methods count their payload in 4 KB meters
 
 _PER_MINUTE = 1 / 60
-#: Operations (for METHODS: 4 KB meters) per second, by tier.
-_S1 = {REGISTRY: 100 * _PER_MINUTE, TWIN_READS: 100.0, TWIN_UPDATES: 50.0, QUERIES: 20 * _PER_MINUTE,
-       JOBS: 100 * _PER_MINUTE, METHODS: 160 / 4}
+#: Operations (for METHODS: 4 KB meters) per second, by tier; a class a tier lacks is unavailable there.
+_BASIC_1 = {REGISTRY: 100 * _PER_MINUTE, QUERIES: 20 * _PER_MINUTE}
+_BASIC_3 = {REGISTRY: 5000 * _PER_MINUTE, QUERIES: 1000 * _PER_MINUTE}
+_STANDARD_1 = {TWIN_READS: 100.0, TWIN_UPDATES: 50.0, JOBS: 100 * _PER_MINUTE, METHODS: 160 / 4}
 TIERS: dict[str, dict[str, float]] = {
-    "F1": _S1, "B1": _S1, "S1": _S1,
-    "B2": {**_S1, METHODS: 480 / 4}, "S2": {**_S1, METHODS: 480 / 4},
-    "B3": {REGISTRY: 5000 * _PER_MINUTE, TWIN_READS: 500.0, TWIN_UPDATES: 250.0, QUERIES: 1000 * _PER_MINUTE,
-           JOBS: 5000 * _PER_MINUTE, METHODS: 24 * 1024 / 4},
+    "F1": {**_BASIC_1, **_STANDARD_1},
+    "B1": _BASIC_1,
+    "S1": {**_BASIC_1, **_STANDARD_1},
+    "B2": _BASIC_1,
+    "S2": {**_BASIC_1, **_STANDARD_1, METHODS: 480 / 4},
+    "B3": _BASIC_3,
+    "S3": {**_BASIC_3, TWIN_READS: 500.0, TWIN_UPDATES: 250.0, JOBS: 5000 * _PER_MINUTE, METHODS: 24 * 1024 / 4},
 }
-TIERS["S3"] = TIERS["B3"]
 
 
 class Throttled(ThrottlingException):
@@ -44,6 +50,12 @@ class Throttled(ThrottlingException):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OperationNotAvailableInCurrentTier(HubError):
+    """What a Basic-tier hub answers for a standard-tier feature (twins, direct methods, jobs)."""
+
+    error_code, error_name = 403010, "OperationNotAvailableInCurrentTier"
 
 
 @dataclass
@@ -68,8 +80,13 @@ class Throttle:
         self.refused: dict[str, int] = {operation: 0 for operation in self._buckets}
 
     def take(self, operation: str, cost: float = 1.0) -> None:
-        """Spend `cost` tokens of `operation`, or raise Throttled (nothing spent)."""
-        bucket = self._buckets[operation]
+        """Spend `cost` tokens of `operation`, or raise Throttled (nothing spent); an operation this
+        tier does not offer raises OperationNotAvailableInCurrentTier."""
+        bucket = self._buckets.get(operation)
+        if bucket is None:
+            raise OperationNotAvailableInCurrentTier(
+                f"{operation} are not available in the {self.tier} tier (a Basic-tier hub); "
+                f"use a Standard tier (S1, S2, S3) or F1")
         now = self._clock()
         bucket.tokens = min(bucket.capacity, bucket.tokens + (now - bucket.updated) * bucket.rate)
         bucket.updated = now

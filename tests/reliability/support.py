@@ -19,6 +19,7 @@ from typing import Any
 
 import requests
 
+from emulator.rest.app import ROUTES
 from mqttcodec import Connack, Connect, PacketReader, Puback, Publish, Suback, Subscribe, encode
 from hubsettings import build_token, wellknown
 
@@ -46,11 +47,13 @@ def device_connect(host: str, device_id: str, password: str, *, client_id: str |
 
 @dataclass
 class RawDevice:
-    """One MQTT/TLS connection. `packets` collects what the hub sends; QoS 1 publishes are PUBACKed."""
+    """One MQTT/TLS connection. `packets` collects what the hub sends; QoS 1 publishes are PUBACKed unless
+    `auto_puback` is off (a device that dies before acknowledging)."""
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     packets: list[Any] = field(default_factory=list)
+    auto_puback: bool = True
     closed: bool = False
     _decoder: PacketReader = field(default_factory=lambda: PacketReader(1024 * 1024))
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -68,10 +71,12 @@ class RawDevice:
 
     @classmethod
     async def connected(cls, emulator: Any, device_id: str, key: str, *,
-                        subscribe: tuple[str, ...] = SDK_SUBSCRIPTIONS, **connect_options: Any) -> RawDevice:
+                        subscribe: tuple[str, ...] = SDK_SUBSCRIPTIONS, auto_puback: bool = True,
+                        **connect_options: Any) -> RawDevice:
         """Open, CONNECT with a token signed by `key`, wait for CONNACK 0, then subscribe to `subscribe`
         (methods and desired patches, as a device with both handlers set) and wait for the SUBACK."""
         device = await cls.open(emulator.address, emulator.ca_pem, emulator.host_name)
+        device.auto_puback = auto_puback
         token = device_token(emulator.host_name, device_id, key)
         return_code = await device.connect(device_connect(emulator.host_name, device_id, token, **connect_options))
         assert return_code == 0, f"{device_id}: CONNACK {return_code}"
@@ -84,7 +89,7 @@ class RawDevice:
         try:
             while data := await self.reader.read(65536):
                 for packet in self._decoder.feed(data):
-                    if isinstance(packet, Publish) and packet.qos == 1:
+                    if isinstance(packet, Publish) and packet.qos == 1 and self.auto_puback:
                         self.writer.write(encode(Puback(packet.packet_id)))
                     self.packets.append(packet)
                 self._arrived.set()
@@ -152,8 +157,12 @@ class RawDevice:
             except asyncio.TimeoutError:
                 pass
 
+    async def acknowledged(self, packet_id: int, timeout: float = WAIT) -> bool:
+        """Wait for the PUBACK of `packet_id`; False when the connection closes first."""
+        return await self.expect(lambda p: isinstance(p, Puback) and p.packet_id == packet_id, timeout) is not None
+
     async def expect_reply(self, rid: str, timeout: float = WAIT) -> Publish | None:
-        return await self.expect(lambda p: isinstance(p, Publish) and f"$rid={rid}" in p.topic, timeout)
+        return await self.expect(lambda p: isinstance(p, Publish) and rid_of(p.topic) == rid, timeout)
 
     async def wait_closed(self, timeout: float = WAIT) -> bool:
         await asyncio.wait_for(self._pump, timeout)
@@ -173,9 +182,47 @@ class RawDevice:
             self._pump.cancel()
 
 
+def rid_of(topic: str) -> str | None:
+    """The `$rid` of a request or answer topic, exactly (`$rid=1` is not `$rid=12`)."""
+    query = topic.partition("?")[2]
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "$rid":
+            return value
+    return None
+
+
 def reply_status(packet: Publish) -> int:
     """`$iothub/twin/res/{status}/?$rid=..` -> status."""
     return int(packet.topic.split("/")[3])
+
+
+def service_routes() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(verb, path template, rights any one of which grants it) of every service route, read from the REST
+    front's routing table, so a route added there is covered by every test that walks them."""
+    return [(verb, path, tuple(rights)) for verb, path, _, rights in ROUTES]
+
+
+def concrete_path(template: str, device_id: str, job_id: str) -> str:
+    """A route's path template with its placeholders filled: job routes take the job id, others the device's."""
+    value = job_id if template.startswith("/jobs") else device_id
+    return template.replace("{deviceId}", device_id).replace("{id}", value)
+
+
+def route_bodies(device_id: str, job_id: str) -> dict[tuple[str, str], Any]:
+    """A valid body for each route that takes one, keyed by verb and path template. A route added to the
+    routing table without a body here is still walked (and still refused before its body is read)."""
+    desired = {"properties": {"desired": {"hacked": True}}}
+    return {
+        ("PUT", "/devices/{id}"): {"deviceId": device_id},
+        ("POST", "/devices/query"): {"query": "SELECT * FROM devices"},
+        ("PATCH", "/twins/{id}"): desired,
+        ("PUT", "/twins/{id}"): desired,
+        ("POST", "/twins/{deviceId}/methods"): {"methodName": "reboot", "payload": {}, "responseTimeoutInSeconds": 5},
+        ("PUT", "/jobs/v2/{id}"): {"jobId": job_id, "type": "scheduleUpdateTwin", "queryCondition": "*",
+                                   "updateTwin": {**desired, "etag": "*"}, "startTime": "2020-01-01T00:00:00Z",
+                                   "maxExecutionTimeInSeconds": 60},
+    }
 
 
 class Rest:

@@ -2,8 +2,9 @@
 
 A device is refused with a wrong key, an expired token, another device's token, or an unknown or
 disabled identity; it can neither subscribe to, publish on, nor receive another device's traffic.
-Every service route answers 401 in IoT Hub's shape to a wrong key, an expired token, a device key,
-a token for another hub, or a policy lacking the route's right, and changes nothing.
+Every service route (read from the REST front's routing table, so none can be missed) answers 401 in IoT
+Hub's shape to no token, a wrong key, an expired token, a device key, a token for another hub, or a policy
+lacking the route's rights, and changes nothing; a policy holding one of its rights gets past the check.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from mqttcodec import CONNACK_NOT_AUTHORIZED, SUBACK_FAILURE, Publish
 from hubsettings import build_token, wellknown
 
 from .conftest import new_key
-from .support import RawDevice, device_connect, device_token, service_token
+from .support import (RawDevice, concrete_path, device_connect, device_token, route_bodies, service_routes,
+                      service_token)
 
 
 async def _connack(emulator, connect) -> tuple[int, RawDevice]:
@@ -127,24 +129,11 @@ async def test_a_device_cannot_publish_on_another_devices_topics(emulator):
 
 # ---- service API over HTTPS ------------------------------------------------------------------------
 
-def _routes(device_id: str, job_id: str) -> list[tuple[str, str, object]]:
-    return [
-        ("GET", "/devices", None),
-        ("GET", f"/devices/{device_id}", None),
-        ("PUT", f"/devices/{device_id}-new", {"deviceId": f"{device_id}-new"}),
-        ("DELETE", f"/devices/{device_id}", None),
-        ("POST", "/devices/query", {"query": "SELECT * FROM devices"}),
-        ("GET", f"/twins/{device_id}", None),
-        ("PATCH", f"/twins/{device_id}", {"properties": {"desired": {"hacked": True}}}),
-        ("PUT", f"/twins/{device_id}", {"properties": {"desired": {"hacked": True}}}),
-        ("POST", f"/twins/{device_id}/methods", {"methodName": "reboot", "payload": {}}),
-        ("GET", "/jobs/v2/query", None),
-        ("PUT", f"/jobs/v2/{job_id}", {"jobId": job_id, "type": "scheduleUpdateTwin", "queryCondition": "*",
-                                       "updateTwin": {"properties": {"desired": {"hacked": True}}, "etag": "*"},
-                                       "startTime": "2020-01-01T00:00:00Z", "maxExecutionTimeInSeconds": 60}),
-        ("GET", f"/jobs/v2/{job_id}", None),
-        ("POST", f"/jobs/v2/{job_id}/cancel", None),
-    ]
+def _routes(device_id: str, job_id: str) -> list[tuple[str, str, object, tuple[str, ...]]]:
+    """(verb, concrete path, body, accepted rights) of every route in the REST front's routing table."""
+    bodies = route_bodies(device_id, job_id)
+    return [(verb, concrete_path(template, device_id, job_id), bodies.get((verb, template)), rights)
+            for verb, template, rights in service_routes()]
 
 
 def _bad_authorizations(emulator, device_id: str, device_key: str) -> dict[str, str | None]:
@@ -166,21 +155,89 @@ def test_every_route_refuses_bad_service_credentials_with_401_and_changes_nothin
     device_id, device_key = emulator.add_device()
     job_id = f"job-{uuid.uuid4().hex[:8]}"
     rest = emulator.rest()
+    before_device = rest.call("GET", f"/devices/{device_id}").json()
     before = emulator.threaded.get_twin(device_id)
+    routes = _routes(device_id, job_id)
     tried = 0
     for name, authorization in _bad_authorizations(emulator, device_id, device_key).items():
-        for verb, path, body in _routes(device_id, job_id):
+        for verb, path, body, _ in routes:
             response = rest.call(verb, path, json_body=body, authorization=authorization)
             tried += 1
             assert response.status_code == 401, (name, verb, path, response.text)
             error = response.json()
             assert error["Message"].startswith("ErrorCode:IotHubUnauthorizedAccess;"), (name, verb, path)
             assert "Traceback" not in response.text
-    assert tried == 8 * 13
+    assert tried == 8 * len(service_routes())
     after = emulator.threaded.get_twin(device_id)
     assert after["etag"] == before["etag"] and "hacked" not in json.dumps(after)
-    assert rest.call("GET", f"/devices/{device_id}-new").status_code == 404
+    assert rest.call("GET", f"/devices/{device_id}").json() == before_device  # neither replaced nor deleted
     assert rest.call("GET", f"/jobs/v2/{job_id}").status_code == 404
+
+
+#: IoT Hub's built-in `device` policy: DeviceConnect only, no service right at all.
+DEVICE_ONLY_POLICY = "device"
+
+
+@pytest.fixture
+def policies_with_one_right_each(emulator):
+    """The well-known policies plus IoT Hub's `device` policy, so every route has a policy lacking its rights."""
+    key = new_key()
+    emulator.threaded.call(lambda: emulator.hub.policies.update({DEVICE_ONLY_POLICY: (key, ("DeviceConnect",))}))
+    policies = {name: rights for name, (_, rights) in wellknown.POLICIES.items()}
+    policies[DEVICE_ONLY_POLICY] = ("DeviceConnect",)
+    keys = {name: secret for name, (secret, _) in wellknown.POLICIES.items()} | {DEVICE_ONLY_POLICY: key}
+    yield policies, keys
+    emulator.threaded.call(lambda: emulator.hub.policies.pop(DEVICE_ONLY_POLICY, None))
+
+
+_READ = {"RegistryRead", "RegistryWrite"}
+_READ_OR_SERVICE = {"ServiceConnect", "RegistryRead", "RegistryWrite"}
+_WRITE_OR_SERVICE = {"ServiceConnect", "RegistryWrite"}
+#: The rights that grant each route, from IoT Hub's permission table (see emulator/rest/auth.py), written
+#: out independently of the routing table so that a wrong right there shows here.
+EXPECTED_RIGHTS: dict[tuple[str, str], set[str]] = {
+    ("GET", "/devices"): _READ, ("GET", "/devices/{id}"): _READ,
+    ("PUT", "/devices/{id}"): {"RegistryWrite"}, ("DELETE", "/devices/{id}"): {"RegistryWrite"},
+    ("POST", "/devices/query"): _READ_OR_SERVICE,
+    ("GET", "/twins/{id}"): _READ_OR_SERVICE, ("PATCH", "/twins/{id}"): _WRITE_OR_SERVICE,
+    ("PUT", "/twins/{id}"): _WRITE_OR_SERVICE,
+    ("POST", "/twins/{deviceId}/methods"): {"ServiceConnect"},
+    ("GET", "/jobs/v2/query"): _READ_OR_SERVICE, ("GET", "/jobs/v2/{id}"): _READ_OR_SERVICE,
+    ("PUT", "/jobs/v2/{id}"): _WRITE_OR_SERVICE, ("POST", "/jobs/v2/{id}/cancel"): _WRITE_OR_SERVICE,
+    ("GET", "/jobs"): _READ, ("GET", "/jobs/{id}"): _READ,
+    ("GET", "/statistics/devices"): _READ, ("GET", "/statistics/service"): _READ_OR_SERVICE,
+    ("GET", "/_emulator/devices/{id}/messages"): {"ServiceConnect"},
+}
+
+
+def test_every_route_has_its_expected_rights_listed():
+    """A route added to the routing table must be added above, with the rights IoT Hub asks for."""
+    assert {(verb, template) for verb, template, _ in service_routes()} == set(EXPECTED_RIGHTS)
+
+
+def test_every_route_checks_the_policys_rights(emulator, policies_with_one_right_each):
+    """Each route of the routing table: no token 401; every policy lacking all of the route's rights 401;
+    a policy holding one of them gets past authorisation (any answer but 401)."""
+    policies, keys = policies_with_one_right_each
+    host, port = emulator.host_name, emulator.rest_port
+    rest = emulator.rest()
+    for verb, template, _ in service_routes():
+        rights = EXPECTED_RIGHTS[(verb, template)]
+        device_id, _ = emulator.add_device("rights")  # a fresh device: the granted call may delete it
+        path = concrete_path(template, device_id, f"job-{device_id}")
+        body = route_bodies(device_id, f"job-{device_id}").get((verb, template))
+        assert rest.call(verb, path, json_body=body, authorization="").status_code == 401, (verb, template)
+        lacking = [name for name, held in policies.items() if not set(held) & rights]
+        holding = [name for name, held in policies.items() if set(held) & rights]
+        assert lacking and holding, (verb, template, rights)
+        for policy in lacking:
+            token = service_token(host, port, policy, key=keys[policy])
+            response = rest.call(verb, path, json_body=body, authorization=token)
+            assert response.status_code == 401, (verb, template, policy, response.text)
+        for policy in holding:
+            token = service_token(host, port, policy, key=keys[policy])
+            response = rest.call(verb, path, json_body=body, authorization=token)
+            assert response.status_code != 401, (verb, template, policy, response.text)
 
 
 @pytest.mark.parametrize("policy, verb, path_template, body", [

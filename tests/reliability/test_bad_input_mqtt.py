@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from mqttcodec import Connack, PacketReader, Publish, encode
 from hubsettings import wellknown
-from tests.unit.emulator.mqtt.test_fuzz import mutated_streams
+from tests.unit.mqttcodec.test_fuzz import mutated_streams
 
 from .support import RawDevice, device_connect, device_token, reply_status
 

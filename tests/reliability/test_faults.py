@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from tests.e2e.conftest import EmulatorProcess, free_loopback_address
 from tests.e2e.support import wait_for
 
 from .conftest import new_key
-from .support import RawDevice, Rest
+from .support import RawDevice, Rest, reply_status
 
 pytestmark = pytest.mark.heavy
 
@@ -359,3 +360,157 @@ def test_a_device_back_after_desired_changes_made_offline_applies_them(hub, tmp_
 
 def _key_of(rest: Rest, device_id: str) -> str:
     return rest.call("GET", f"/devices/{device_id}").json()["authentication"]["symmetricKey"]["primaryKey"]
+
+
+# ---- SIGKILL with work in flight ---------------------------------------------------------------------
+
+IN_FLIGHT_DEVICES = 12
+LOAD_BEFORE_KILL_S = 1.5
+
+
+class InFlightDevice:
+    """A raw device patching its reported properties one after another ({"seq": n, "copy": n}, so a
+    half-applied patch would show), sending telemetry and answering methods until the emulator dies.
+    `acknowledged` is the last seq the hub PUBACKed."""
+
+    def __init__(self, device_id: str, device: RawDevice):
+        self.device_id, self.device = device_id, device
+        self.acknowledged = 0
+
+    async def run(self) -> None:
+        device, seq = self.device, 0
+        while not device.closed:
+            seq += 1
+            packet_id = device.packet_id()
+            device.send(Publish(f"$iothub/twin/PATCH/properties/reported/?$rid=r{seq}",
+                                json.dumps({"seq": seq, "copy": seq}).encode(), 1, packet_id))
+            device.publish(f"devices/{self.device_id}/messages/events/", f"t{seq}".encode())
+            for request in [p for p in device.packets if is_method_request(p)]:
+                device.packets.remove(request)
+                device.publish(f"$iothub/methods/res/200/?$rid={request.topic.split('$rid=')[1]}", b"{}")
+            if not await device.acknowledged(packet_id, timeout=WAIT):
+                return
+            self.acknowledged = seq
+
+
+def patch_desired_until_refused(rest: Rest, device_id: str, acknowledged: dict[str, int]) -> None:
+    """Desired patches {"seq": n, "copy": n} one after another; records the last one answered 2xx."""
+    seq = 0
+    while True:
+        seq += 1
+        try:
+            response = rest.call("PATCH", f"/twins/{device_id}", timeout=10,
+                                 json_body={"properties": {"desired": {"seq": seq, "copy": seq}}})
+        except OSError:  # requests' ConnectionError: the emulator is gone
+            return
+        if response.status_code >= 300:
+            return
+        acknowledged[device_id] = seq
+
+
+def invoke_until_refused(rest: Rest, device_id: str) -> None:
+    while True:
+        try:
+            rest.call("POST", f"/twins/{device_id}/methods", timeout=10,
+                      json_body={"methodName": "inflight", "payload": {}, "responseTimeoutInSeconds": 5})
+        except OSError:
+            return
+
+
+async def test_sigkill_with_patches_methods_and_telemetry_in_flight_loses_nothing_acknowledged(hub):
+    """Devices patch reported properties and send telemetry, the service patches desired properties and
+    calls methods, all at once; the emulator is SIGKILLed mid-flight and restarted. Every reported patch
+    the hub PUBACKed and every desired patch it answered 2xx is in the twin; no patch is half-applied
+    (seq and copy always agree); versions count exactly the patches applied; no method runs again."""
+    loop = asyncio.get_running_loop()
+    rest = rest_of(hub)
+    registered = [register(rest, "inflight") for _ in range(IN_FLIGHT_DEVICES)]
+    devices = [InFlightDevice(device_id, await RawDevice.connected(hub, device_id, key, clean_session=False))
+               for device_id, key in registered]
+    desired_acknowledged: dict[str, int] = {}
+    service = ThreadPoolExecutor(max_workers=IN_FLIGHT_DEVICES)  # one blocking REST client per device
+    patchers = [loop.run_in_executor(service, patch_desired_until_refused, rest_of(hub), device.device_id,
+                                     desired_acknowledged) for device in devices[: IN_FLIGHT_DEVICES // 2]]
+    callers = [loop.run_in_executor(service, invoke_until_refused, rest_of(hub), device.device_id)
+               for device in devices[IN_FLIGHT_DEVICES // 2:]]
+    runs = [asyncio.create_task(device.run()) for device in devices]
+    await asyncio.sleep(LOAD_BEFORE_KILL_S)
+    sigkill(hub)
+    await asyncio.gather(*runs, *patchers, *callers)
+    service.shutdown()
+    for device in devices:
+        await device.device.close()
+    print(f"\nIN FLIGHT AT THE KILL: reported patches PUBACKed {sum(d.acknowledged for d in devices)}, "
+          f"desired patches answered 2xx {sum(desired_acknowledged.values())}")
+    assert all(device.acknowledged > 0 for device in devices)  # the load was real
+    assert desired_acknowledged and all(seq > 0 for seq in desired_acknowledged.values())
+
+    hub.start()
+    rest = rest_of(hub)
+    for device in devices:
+        twin = rest.call("GET", f"/twins/{device.device_id}").json()
+        reported, desired = twin["properties"]["reported"], twin["properties"]["desired"]
+        assert reported["seq"] >= device.acknowledged, (device.device_id, reported, device.acknowledged)
+        assert reported["copy"] == reported["seq"] and reported["$version"] == 1 + reported["seq"], reported
+        if device.device_id in desired_acknowledged:
+            assert desired["seq"] >= desired_acknowledged[device.device_id], (device.device_id, desired)
+            assert desired["copy"] == desired["seq"] and desired["$version"] == 1 + desired["seq"], desired
+    # Back on their sessions, the devices get no method request again (a method never runs twice).
+    for device_id, key in registered[IN_FLIGHT_DEVICES // 2:]:
+        again = await RawDevice.connected(hub, device_id, key, clean_session=False)
+        try:
+            reply = await again.expect_reply(again.twin_get())
+            assert reply is not None and reply_status(reply) == 200
+            assert not [p for p in again.packets if is_method_request(p)], device_id
+        finally:
+            await again.close()
+
+
+def test_an_sdk_device_reconnects_by_itself_and_rereads_desired_changes_made_while_away(hub):
+    """azure-iot-device's own client, never restarted: the emulator is SIGKILLed, comes back on another
+    MQTT port while three desired changes are made (the device cannot reach it: it is away), then returns
+    on its own port. The client reconnects by itself, re-reads its twin, and hands the whole changed
+    desired document to its handler (the SDK does that when desired.$version moved)."""
+    from azure.iot.device import IoTHubDeviceClient  # the SDK is a test dependency; import only here
+
+    rest = rest_of(hub)
+    device_id, key = register(rest, "sdk")
+    assert rest.call("PATCH", f"/twins/{device_id}",
+                     json_body={"properties": {"desired": {"brightness": 1}}}).status_code == 200
+    client = IoTHubDeviceClient.create_from_connection_string(
+        wellknown.device_connection_string(hub.host_name, device_id, key), server_verification_cert=hub.ca_pem,
+        connection_retry_interval=1)
+    deliveries: list[dict] = []
+    client.on_twin_desired_properties_patch_received = deliveries.append
+    try:
+        client.connect()
+        wait_for(lambda: deliveries, what="the desired document after connecting")
+        sigkill(hub)
+        wait_for(lambda: not client.connected, what="the client to notice the emulator died")
+
+        hub.extra_args = ("--mqtt-port", str(AWAY_MQTT_PORT))
+        hub.start()
+        rest = rest_of(hub)
+        for patch in ({"brightness": 5}, {"building": "b42"}, {"brightness": 8, "floor": 3}):
+            response = rest.call("PATCH", f"/twins/{device_id}", json_body={"properties": {"desired": patch}})
+            assert response.status_code == 200, response.text
+        changed = rest.call("GET", f"/twins/{device_id}").json()["properties"]["desired"]["$version"]
+        assert not client.connected
+        assert hub.stop() == 0
+        hub.extra_args = ()
+        delivered_before = len(deliveries)
+        hub.start()
+
+        wait_for(lambda: client.connected, timeout=WAIT, what="the client to reconnect by itself")
+        wait_for(lambda: any(d.get("$version") == changed for d in deliveries[delivered_before:]),
+                 timeout=WAIT, what="the changed desired document handed to the handler")
+        reread = next(d for d in deliveries[delivered_before:] if d.get("$version") == changed)
+        assert {k: reread.get(k) for k in ("brightness", "building", "floor")} == {
+            "brightness": 8, "building": "b42", "floor": 3}
+        client.patch_twin_reported_properties({"brightness": 8})  # the reconnected client is fully usable
+        assert rest.call("GET", f"/twins/{device_id}").json()["properties"]["reported"]["brightness"] == 8
+    finally:
+        client.shutdown()
+
+
+AWAY_MQTT_PORT = 18883  # on the test's own loopback address: the devices only know 8883

@@ -1,6 +1,8 @@
 """Throttling: `iothub-emulator --throttle TIER` answers like an IoT hub of that tier past its limits
-(429 ThrottlingException with Retry-After), and the service CLI backs off, retries, then either
-succeeds or fails with one clear line and exit code 10.
+(429 ThrottlingException with Retry-After), a Basic tier refuses what Basic hubs lack (twins, direct
+methods, jobs: 403 OperationNotAvailableInCurrentTier), and the service CLI backs off, retries, then
+either succeeds or fails with one clear line and exit code 10. Each tier's exact figures are checked in
+tests/unit/emulator/rest/test_throttle.py.
 
 The emulator's throttle reads a clock the test moves (the CLI's sleep moves it, as real waiting would),
 so nothing here waits for a bucket to refill.
@@ -16,7 +18,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from emulator.rest.throttle import METER_BYTES, QUERIES, Throttle, Throttled
+from emulator.rest.app import ROUTES, THROTTLE_CLASSES
+from emulator.rest.throttle import (JOBS, METER_BYTES, METHODS, QUERIES, TIERS, TWIN_READS, TWIN_UPDATES, Throttle,
+                                    Throttled)
 from emulator.testing import EmulatorProcess
 from hubsettings import wellknown
 from service.cli import cli
@@ -25,7 +29,7 @@ from service.errors import ExitCode
 from tests.e2e.conftest import PROJECT_ROOT
 
 from .conftest import running, start_emulator, stop_emulator
-from .support import service_token
+from .support import concrete_path, route_bodies, service_token
 
 S1_QUERIES_PER_MINUTE = 20
 
@@ -166,3 +170,44 @@ def test_an_unknown_tier_is_a_usage_error():
     result = subprocess.run([sys.executable, "-m", "emulator", "--throttle", "S9"], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "S9" in result.stderr
+
+
+STANDARD_ONLY = {TWIN_READS, TWIN_UPDATES, METHODS, JOBS}
+
+
+@pytest.mark.parametrize("tier", sorted(TIERS))
+def test_each_tier_serves_every_route_iot_hub_offers_at_that_tier(tmp_path, tier):
+    """Every route of the routing table, on a hub of `tier`: on a Basic tier, the twin, method and job
+    routes answer 403 OperationNotAvailableInCurrentTier and change nothing; every other route (and every
+    route on F1 and the Standard tiers) is served."""
+    threaded, watch = start_emulator(tmp_path, throttle=tier, throttle_clock=TestClock())
+    try:
+        hub = running(threaded, watch)
+        rest = hub.rest()
+        basic = tier.startswith("B")
+        unavailable = []
+        for verb, template, handler, _ in ROUTES:
+            device_id, _ = hub.add_device("tier")  # a fresh device per route: a served call may delete it
+            path = concrete_path(template, device_id, f"job-{device_id}")
+            body = route_bodies(device_id, f"job-{device_id}").get((verb, template))
+            before = hub.threaded.get_twin(device_id)
+            response = rest.call(verb, path, json_body=body)
+            assert response.status_code not in (401, 429, 500), (tier, verb, template, response.text)
+            if response.status_code == 403:
+                assert response.headers["iothub-errorcode"] == "OperationNotAvailableInCurrentTier"
+                assert response.json()["Message"].startswith("ErrorCode:OperationNotAvailableInCurrentTier;")
+                after = hub.threaded.get_twin(device_id)  # nothing applied
+                assert (after["etag"], after["version"]) == (before["etag"], before["version"]), (tier, verb, template)
+                assert "hacked" not in json.dumps(after)
+                assert rest.call("GET", f"/jobs/v2/job-{device_id}").status_code in (403, 404)
+                unavailable.append((verb, template))
+            if basic and THROTTLE_CLASSES.get(handler) in STANDARD_ONLY:
+                assert response.status_code == 403, (tier, verb, template, response.text)
+        expected = {(verb, template) for verb, template, handler, _ in ROUTES
+                    if THROTTLE_CLASSES.get(handler) in STANDARD_ONLY} if basic else set()
+        assert set(unavailable) == expected
+        assert not basic or {("GET", "/twins/{id}"), ("POST", "/twins/{deviceId}/methods"),
+                             ("PUT", "/jobs/v2/{id}")} <= expected
+    finally:
+        stop_emulator(threaded, watch)
+    assert not watch.problems, watch.describe()
