@@ -19,7 +19,7 @@ install: $(STAMP)
 
 ## The end-to-end demo on a local emulator (see README).
 demo: $(STAMP)
-	$(PY) -m service demo
+	$(PY) -m demo
 
 ## The whole test suite: unit, end-to-end, reliability and conformance (third-party clients).
 test: $(STAMP) conformance-deps

@@ -43,15 +43,15 @@ def record_connections(ctx: BenchContext, hub: HubInfo, registered_rss: int | No
     ctx.results.add(Figure(SECTION, f"emulator RSS with {connected:,} devices connected",
                            held_rss / MIB if held_rss else None, "MiB",
                            reference=reference["rss_held"] / MIB if reference.get("rss_held") else None,
-                           target=RSS_TARGET if connected >= 10000 else None))
+                           target=RSS_TARGET if connected >= 10000 else None, vs="tls-conns"))
     per_device = (held_rss - registered_rss) / 1024 / connected if held_rss and registered_rss and connected else None
     ref_per = reference.get("rss_per_connection")
     ctx.results.add(Figure(SECTION, "emulator RSS per connected device", per_device, "KiB",
-                           reference=ref_per / 1024 if ref_per else None))
+                           reference=ref_per / 1024 if ref_per else None, vs="tls-conns"))
     ref_seconds = reference.get("connect_seconds")
     ctx.results.add(Figure(SECTION, f"connect {connected:,} devices (TLS handshake + CONNECT)",
                            connected / connect_seconds if connect_seconds else None, "conn/s",
-                           reference=connected / ref_seconds if ref_seconds else None))
+                           reference=connected / ref_seconds if ref_seconds else None, vs="tls-conns"))
     idle = idle_cpu_percent(hub.pid)
     ctx.results.add(Figure(SECTION, f"emulator CPU while {connected:,} devices sit idle", idle, "% of a core"))
     ctx.results.details["capacity"] = {"registered_rss_bytes": registered_rss, "held_rss_bytes": held_rss,
@@ -61,7 +61,7 @@ def record_connections(ctx: BenchContext, hub: HubInfo, registered_rss: int | No
                          f"{registered_rss / MIB:.0f} MiB (the per-device figure counts connections only).")
 
 
-async def _sustained(hub: HubInfo, devices: int, concurrency: int, seconds: float) -> dict[str, Any]:
+async def sustained_calls(hub: HubInfo, devices: int, concurrency: int, seconds: float) -> dict[str, Any]:
     import aiohttp  # the emulator's own dependency; imported here to keep `bench --help` light
 
     context = ssl.create_default_context(cafile=hub.ca_file)
@@ -100,14 +100,20 @@ def run_sustained(ctx: BenchContext, hub: HubInfo, devices: int, reference: dict
     ctx.budget.require(sizes.sustained_seconds + 10, f"{SECTION} sustained throughput")
     ctx.progress(f"  sustained method throughput: {sizes.sustained_concurrency} in flight, "
                  f"{sizes.sustained_seconds:.0f} s")
-    outcome = asyncio.run(_sustained(hub, devices, sizes.sustained_concurrency, sizes.sustained_seconds))
+    outcome = asyncio.run(sustained_calls(hub, devices, sizes.sustained_concurrency, sizes.sustained_seconds))
     ctx.results.details["sustained"] = outcome
-    ref = reference.get("sustained")
-    ctx.results.add(Figure(SECTION, f"sustained methods, {sizes.sustained_concurrency} in flight",
-                           outcome["per_second"], "calls/s", reference=ref["per_second"] if ref else None))
+    label = f"sustained methods, raw HTTPS keep-alive x{sizes.sustained_concurrency} (aiohttp), {devices:,} raw devices"
+    bridge, mqtt_only = reference.get("https_sustained"), reference.get("sustained")
+    ctx.results.add(Figure(SECTION, label, outcome["per_second"], "calls/s",
+                           reference=bridge["per_second"] if bridge else None, vs="https-bridge"))
     if outcome["latency"]:
         ctx.results.add(Figure(SECTION, f"  latency p50 at {sizes.sustained_concurrency} in flight",
                                outcome["latency"]["p50_ms"], "ms",
-                               reference=ref["latency"]["p50_ms"] if ref else None))
+                               reference=bridge["latency"]["p50_ms"] if bridge and bridge["latency"] else None,
+                               vs="https-bridge"))
+    ctx.results.add(Figure(SECTION, f"  the same rate against MQTT-only request/response "
+                                    f"({sizes.sustained_concurrency} in flight on one requester connection)",
+                           outcome["per_second"], "calls/s",
+                           reference=mqtt_only["per_second"] if mqtt_only else None, vs="mqtt-rr"))
     if outcome["errors"]:
         ctx.results.note(f"sustained throughput: calls failed ({', '.join(outcome['errors'])})")

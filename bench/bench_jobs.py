@@ -1,6 +1,8 @@
 """2. Job fan-out: scheduleDeviceMethod (lockDoor) and scheduleUpdateTwin over N connected raw-MQTT
-devices. Time from the job request to `completed` as the service sees it (polling), the job's own
-createdTime -> endTime, and device operations per second. A job still running at the time limit is
+bench devices (bench/fleet.py, not the product's iothub-device: section 5 runs that). Time from the job
+request (PUT /jobs/v2) to `completed` as the service sees it (GET polling), the job's own
+createdTime -> endTime, and device operations per second; the method job is compared with mosquitto
+delivering one request to the same devices and collecting every answer (report.REFERENCES). A job still running at the time limit is
 cancelled and reported with its progress."""
 
 from __future__ import annotations
@@ -73,14 +75,20 @@ def run_job(caller: RawServiceCaller, job_type: str, devices: int, time_limit: f
             "device_count": stats.get("deviceCount", 0), "failure_reason": job.get("failureReason")}
 
 
+#: Appended to the labels of rows measured on an emulator started in memory, which users do not run.
+IN_MEMORY = "; emulator IN MEMORY, not as shipped"
+
+
 def run(ctx: BenchContext, hub: HubInfo, fleets: list[tuple[Child, dict[str, Any]]],
-        reference: dict[str, Any]) -> None:
+        reference: dict[str, Any], *, sizes: tuple[int, ...] | None = None, in_memory: bool = False) -> None:
     caller = RawServiceCaller(hub, timeout=120)
+    connected = sum(report["connected"] for _, report in fleets)
     outcomes = []
+    suffix = IN_MEMORY if in_memory else ""
     try:
-        for devices in ctx.sizes.fanout_devices:
-            for job_type, label in (("scheduleDeviceMethod", "method job (lockDoor)"),
-                                    ("scheduleUpdateTwin", "twin job (desired)")):
+        for devices in sizes or ctx.sizes.fanout_devices:
+            for job_type, label in (("scheduleDeviceMethod", f"method job (lockDoor), raw bench devices{suffix}"),
+                                    ("scheduleUpdateTwin", f"twin job (desired), raw bench devices{suffix}")):
                 ctx.budget.require(20, f"{SECTION} {label} over {devices} devices")
                 limit = ctx.budget.cap(ctx.sizes.job_time_limit_s)
                 ctx.progress(f"  {label} over {devices} devices (limit {limit:.0f} s)")
@@ -95,10 +103,11 @@ def run(ctx: BenchContext, hub: HubInfo, fleets: list[tuple[Child, dict[str, Any
                 after = fleet_counters(fleets)
                 outcome["device_side"] = {k: after[k] - before[k] for k in ("methods", "patches", "reported")}
                 outcomes.append(outcome)
-                _add_figures(ctx, label, outcome, limit, reference.get("fanout", {}).get(devices))
+                _add_figures(ctx, label, outcome, limit, reference.get("fanout", {}).get(devices),
+                             "broadcast" if devices == connected else "per-device")
     finally:
         caller.close()
-        ctx.results.details["jobs"] = outcomes
+        ctx.results.details["jobs_in_memory" if in_memory else "jobs"] = outcomes
 
 
 def wait_for_acks(count: Callable[[], int], devices: int, started: float, limit: float) -> float | None:
@@ -113,19 +122,20 @@ def wait_for_acks(count: Callable[[], int], devices: int, started: float, limit:
 
 
 def _add_figures(ctx: BenchContext, label: str, outcome: dict[str, Any], limit: float,
-                 reference_seconds: float | None) -> None:
+                 reference_seconds: float | None, vs: str) -> None:
     devices = outcome["devices"]
     is_method = outcome["type"] == "scheduleDeviceMethod"
     done = outcome["status"] == "completed" and outcome["succeeded"] == devices
     seconds = outcome["wall_seconds"] if done else None
     reference = reference_seconds if is_method else None
     ctx.results.add(Figure(SECTION, f"{label}, {devices:,} devices: start -> completed", seconds, "s",
-                           reference=reference, target=METHOD_JOB_TARGET if is_method and devices >= 10000 else None))
+                           reference=reference, vs=vs if reference else "",
+                           target=METHOD_JOB_TARGET if is_method and devices >= 10000 else None))
     finished = outcome["succeeded"] + outcome["failed"]
     ops = outcome["succeeded"] / outcome["wall_seconds"] if outcome["wall_seconds"] > 0 else None
     ref_ops = devices / reference if reference else None
     ctx.results.add(Figure(SECTION, f"{label}, {devices:,} devices: device operations/s", ops, "ops/s",
-                           reference=ref_ops))
+                           reference=ref_ops, vs=vs if ref_ops else ""))
     if not is_method:
         acks = outcome.get("acks_seconds")
         ctx.results.add(Figure(SECTION, f"{label}, {devices:,} devices: reported acknowledgements/s",

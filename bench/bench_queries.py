@@ -140,8 +140,7 @@ def run(ctx: BenchContext) -> None:
     devices = ctx.sizes.query_devices
     ctx.budget.require(60, f"{SECTION} ({devices:,} devices)")
     ctx.progress(f"  registering {devices:,} devices (SQLite) in a fresh emulator")
-    data_dir = ctx.log_dir / "query-hub-data"
-    with running_hub(ctx, "query-hub", devices, data_dir=data_dir) as hub:
+    with running_hub(ctx, "query-hub", devices) as hub:
         add = ctx.results.add
         add(Figure(SECTION, f"register {devices:,} devices (bulk, SQLite)", hub.register_seconds, "s",
                    note=f"{devices / hub.register_seconds:,.0f} devices/s"))

@@ -66,21 +66,31 @@ def run(ctx: BenchContext, reference: dict[str, Any]) -> None:
             if not complete:
                 ctx.results.note(f"{label}: stopped after {len(samples)} of {sizes.roundtrip_calls} calls "
                                  f"(time cap {VARIANT_TIME_CAP_S:.0f} s)")
-            _add_figures(ctx, key, label, summary, reference.get("roundtrip"))
+            _add_figures(ctx, key, label, summary, reference)
         keep_alive.close()
         new_tls.close()
     ctx.results.details["roundtrip"] = {k: s.to_json() for k, s in summaries.items()}
     _explain(ctx, summaries)
 
 
+#: Which reference each pairing is compared with: the same caller and the same raw device, through the
+#: aiohttp + mosquitto bridge. Pairings with the SDK device have no such reference (it would need the
+#: SDK device on plain topics) and show none.
+REFERENCE_OF = {"keepalive_raw": ("https_keepalive", "https-bridge"),
+                "newtls_raw": ("https_new_tls", "https-bridge-new-tls"),
+                "sdk_raw": ("https_sdk", "https-bridge-sdk")}
+
+
 def _add_figures(ctx: BenchContext, key: str, label: str, summary: LatencySummary,
-                 ref: LatencySummary | None) -> None:
+                 reference: dict[str, Any]) -> None:
     full = key in ("sdk_sdk", "keepalive_raw")
     quantiles = (("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms")) if full else (("p50", "p50_ms"),)
+    reference_key, vs = REFERENCE_OF.get(key, (None, ""))
+    ref = reference.get(reference_key) if reference_key else None
     for name, attribute in quantiles:
         ctx.results.add(Figure(
             SECTION, f"{label} {name} (n={summary.count})", getattr(summary, attribute), "ms",
-            reference=getattr(ref, attribute) if ref else None,
+            reference=getattr(ref, attribute) if ref else None, vs=vs if ref else "",
             target=P50_TARGET if key == "sdk_sdk" and name == "p50" else None))
 
 

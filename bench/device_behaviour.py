@@ -1,8 +1,9 @@
 """What a lightweight bench device answers, as pure functions of the inbound topic.
 
 Hub mode speaks IoT Hub's topics (a method request gets `$iothub/methods/res/200`). Mosquitto mode is
-the same request/response pattern on plain broker topics: the requester publishes QoS 0 to
-`ref/{device}/req/{rid}`, the device answers QoS 1 on `ref/res/{rid}` (as the SDK answers a method).
+the same request/response pattern on plain broker topics, at QoS 1 both ways: the requester publishes to
+`ref/{device}/req/{rid}` (or to `ref/all/req/{rid}`, which every device subscribes to: the fan-out
+reference), the device answers on `ref/res/{rid}/{device}`.
 """
 
 from __future__ import annotations
@@ -51,13 +52,22 @@ def reference_request_topic(device: str, rid: str) -> str:
     return f"ref/{device}/req/{rid}"
 
 
-def reference_request_filter(device: str) -> str:
-    return f"ref/{device}/req/+"
+BROADCAST = "all"
 
 
-def reference_reply(topic: str) -> tuple[str, bytes] | None:
-    """The response for a reference request topic `ref/{device}/req/{rid}`; None for anything else."""
+def reference_request_filters(device: str) -> tuple[str, ...]:
+    """The device's own request topic and the broadcast one."""
+    return f"ref/{device}/req/+", f"ref/{BROADCAST}/req/+"
+
+
+def reference_reply(topic: str, device: str) -> tuple[str, bytes] | None:
+    """The response for a reference request topic `ref/{device or all}/req/{rid}`; None for anything else."""
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != "ref" or parts[2] != "req" or not parts[3]:
         return None
-    return f"{REFERENCE_RESPONSES}{parts[3]}", METHOD_ANSWER
+    return f"{REFERENCE_RESPONSES}{parts[3]}/{device}", METHOD_ANSWER
+
+
+def reference_rid(topic: str) -> str:
+    """The rid of a reference response topic `ref/res/{rid}/{device}`."""
+    return topic[len(REFERENCE_RESPONSES):].split("/", 1)[0]

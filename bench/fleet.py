@@ -23,7 +23,7 @@ from device.fleet.topics import device_subscriptions
 from mqttcodec import Connect, Publish
 from hubsettings import build_token
 
-from .device_behaviour import (DESIRED_PATCH, device_id, hub_reply, reference_reply, reference_request_filter,
+from .device_behaviour import (DESIRED_PATCH, device_id, hub_reply, reference_reply, reference_request_filters,
                                reported_ack)
 from .mqtt_client import MqttClient, client_ssl_context, open_client, shrink_tls_read_buffers
 
@@ -93,7 +93,7 @@ class Fleet:
                     self.counters.other += 1
                 return
         else:
-            reply = reference_reply(packet.topic)
+            reply = reference_reply(packet.topic, client.client_id)
             if reply is None:
                 self.counters.other += 1
                 return
@@ -116,7 +116,7 @@ class Fleet:
                 client = await open_client(self.args.host, self.args.port, self._connect_packet(device),
                                            ssl_context=self.ssl_context, on_publish=self.on_publish)
                 if self.args.mode == "mosquitto":
-                    await client.subscribe(reference_request_filter(device), qos=0)
+                    await client.subscribe(reference_request_filters(device), qos=1)
                 else:  # as a device does: IoT Hub delivers by subscription
                     await client.subscribe(device_subscriptions(device), qos=1)
             except Exception as e:  # noqa: BLE001 - counted and reported, the others go on

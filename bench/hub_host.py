@@ -1,12 +1,13 @@
 """`python -m bench.hub_host`: the emulator in a process of its own (so its RSS and CPU are its own),
-in memory, on a given loopback address, with N bench devices registered before it reports ready.
+persisted to SQLite (as shipped) or in memory, on a given loopback address, with N bench devices registered before it reports ready.
 
 Prints one JSON line {"event": "ready", ...} on stdout, then serves until end of input, SIGTERM or
 SIGINT. The devices share one bench-only key and carry the tags {"bench": "fleet", "index": i}, so a
 job can target the first N devices with `tags.bench = 'fleet' AND tags.index < N`. They are registered
 through the hub's bulk registration (Hub.create_devices), 1,000 per store transaction.
 
-With --data-dir the hub persists to SQLite there, as the emulator ships; otherwise in memory.
+With --data-dir the hub persists to SQLite there, as the emulator ships (the bench's default); without
+it, in memory (labelled rows only).
 Commands on stdin, one per line: `stall-reset`, then `stall` answers {"event": "stall", ...} with the
 longest event-loop stall since (stall_meter.py).
 """
@@ -55,10 +56,13 @@ def _answer(line: str, meter: StallMeter) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    # The emulator's own port choice (443, or its fallback where 443 may not be bound), as users run it.
+    ports = {} if args.rest_port is None else {"rest_port": args.rest_port}
     server = EmulatorServer(EmulatorConfig(address=args.address, in_memory=args.data_dir is None,
                                            data_dir=args.data_dir, write_discovery=False,
-                                           mqtt_port=args.mqtt_port, rest_port=args.rest_port,
-                                           amqp_port=None))  # no bench row uses AMQP
+                                           mqtt_port=args.mqtt_port,
+                                           amqp_port=args.amqp_port,  # only the telemetry row uses AMQP
+                                           **ports))
     await server.start()
     meter = StallMeter()
     try:
@@ -98,10 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hub_host", description=__doc__)
     parser.add_argument("--address", required=True)
     parser.add_argument("--mqtt-port", type=int, default=8883)
-    parser.add_argument("--rest-port", type=int, default=9443)
+    parser.add_argument("--rest-port", type=int, default=None,
+                        help="default: the emulator's own choice (443, else its fallback port)")
     parser.add_argument("--devices", type=int, default=0)
     parser.add_argument("--prefix", default="dev-")
     parser.add_argument("--data-dir", type=Path, default=None, help="persist to SQLite here (default: in memory)")
+    parser.add_argument("--amqp-port", type=int, default=None, help="listen for AMQP here (default: no AMQP)")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

@@ -11,20 +11,23 @@ import contextlib
 import http.client
 import json
 import ssl
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emulator.loopback import EMULATOR_PORTS, free_loopback_address
 from hubsettings import build_token, wellknown
 
 from .context import BenchContext
 from .fleet import fleet_parts
 from .hub_host import BENCH_DEVICE_KEY
-from .processes import Child, free_loopback_address, python_module
+from .processes import Child, python_module
 
 API_VERSION = "2021-04-12"
 START_TIMEOUT = 120.0
+AMQP_PORT = 5671  # the emulator's AMQP listener (the SDKs always dial 5671)
 
 
 @dataclass(frozen=True)
@@ -52,14 +55,18 @@ class HubInfo:
 
 
 @contextlib.contextmanager
-def running_hub(ctx: BenchContext, name: str, devices: int, *, data_dir: Path | None = None) -> Iterator[HubInfo]:
-    """An emulator (bench.hub_host) on a fresh 127.0.0.X with `devices` bench devices registered; in
-    memory, or persisted to SQLite in `data_dir`."""
-    address = free_loopback_address((wellknown.MQTT_PORT, wellknown.REST_PORT), ctx.used_addresses)
+def running_hub(ctx: BenchContext, name: str, devices: int, *, in_memory: bool = False,
+                amqp: bool = False) -> Iterator[HubInfo]:
+    """An emulator (bench.hub_host) on a fresh 127.0.0.X with `devices` bench devices registered: as
+    shipped, persisted to SQLite in a fresh data directory (under the run's log directory); or, for rows
+    labelled so, in memory. With its AMQP listener (5671) when `amqp`."""
+    address = free_loopback_address(EMULATOR_PORTS, exclude=ctx.used_addresses)
     ctx.used_addresses.add(address)
-    storage = ("--data-dir", str(data_dir)) if data_dir is not None else ()
-    with Child(name, python_module("bench.hub_host", "--address", address, "--devices", str(devices), *storage),
-               ctx.log_dir) as child:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-data-", dir=ctx.log_dir))
+    storage = () if in_memory else ("--data-dir", str(data_dir))
+    listeners = ("--amqp-port", str(AMQP_PORT)) if amqp else ()
+    with Child(name, python_module("bench.hub_host", "--address", address, "--devices", str(devices), *storage,
+                                   *listeners), ctx.log_dir) as child:
         ready = child.expect("ready", START_TIMEOUT + devices / 500)
         yield HubInfo(child, address, ready["host_name"], ready["mqtt_port"], ready["rest_port"], ready["ca_file"],
                       ready["cert_file"], ready["key_file"], ready["register_seconds"])

@@ -41,4 +41,12 @@ def describe() -> dict[str, Any]:
     return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "ram_gib": ram_gib(),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
             "azure-iot-device": _version("azure-iot-device"), "azure-iot-hub": _version("azure-iot-hub"),
-            "aiohttp": _version("aiohttp")}
+            "aiohttp": _version("aiohttp"), "load_average": load_average()}
+
+
+def load_average() -> str | None:
+    """1, 5 and 15-minute load averages: how busy the machine was (other work shares its cores)."""
+    try:
+        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return None

@@ -1,10 +1,15 @@
-"""5. The reference: the same request/response pattern through mosquitto, with raw MQTT clients.
+"""5. The reference: the same request/response patterns through mosquitto, with raw MQTT clients.
 
-A requester publishes a request QoS 0 to `ref/{device}/req/{rid}`; the device answers QoS 1 on
-`ref/res/{rid}` (as a method request and the SDK's method response travel). Measured over TLS (with a
-certificate from the emulator's own generator, like for like) and over plain TCP (the floor): sequential
-round trips, fan-out to N devices, sustained throughput, and broker RSS per connection. Skipped with a
-note when mosquitto is not installed.
+Every reference client is long-lived and speaks QoS 1 both ways. A requester (one MQTT client) publishes a
+request to `ref/{device}/req/{rid}`; the device answers on `ref/res/{rid}/{device}`. Measured over TLS
+(a certificate from the emulator's own generator, like for like) and, for MQTT alone, over plain TCP:
+- MQTT request/response, sequential: requester -> broker -> device -> broker -> requester;
+- the REST-driven pattern, sequential and sustained: HTTPS keep-alive -> an aiohttp bridge -> mosquitto
+  -> device and back (bench/reference_bridge.py), the same two hops as a direct method on the emulator;
+- fan-out: ONE request published to `ref/all/req/{rid}`, which every connected device subscribes to,
+  every answer collected (the equivalent of a method job over every device); to fewer devices than are
+  connected, one request per device;
+- broker RSS per connection. Skipped with a note when mosquitto is not installed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import json
 import shutil
 import socket
 import subprocess
@@ -22,16 +28,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from emulator.certs import ensure_certificates
+from emulator.certs import CertificatePaths, ensure_certificates
 from mqttcodec import Connect, Publish
 
 from .context import BenchContext
-from .device_behaviour import REFERENCE_RESPONSES, device_id, reference_request_topic
+from .device_behaviour import BROADCAST, REFERENCE_RESPONSES, device_id, reference_request_topic, reference_rid
+from .bench_capacity import sustained_calls
+from .bench_roundtrip import time_calls
 from .fleet import fleet_parts
+from .hubs import HubInfo, RawServiceCaller, SdkServiceCaller
 from .mqtt_client import MqttClient, client_ssl_context, open_client
 from .processes import Child, free_loopback_address, python_module, rss_bytes
+from .report import Figure
 from .stats import LatencySummary, summarize
 
+SECTION = "0 references"
 INSTALL_HINT = "sudo apt-get install -y mosquitto (Debian/Ubuntu) or brew install mosquitto (macOS)"
 SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin", "/usr/local/opt/mosquitto/sbin")
 TLS_PORT, PLAIN_PORT = 8883, 1883
@@ -71,16 +82,26 @@ def broker_config(address: str, cert_file: Path, key_file: Path, user: str) -> s
 
 
 class Requester:
-    """One service-like MQTT client: sends requests, matches responses by rid."""
+    """One long-lived service-like MQTT client: QoS 1 requests, responses matched by rid."""
 
     def __init__(self) -> None:
         self.client: MqttClient | None = None
-        self._pending: dict[str, asyncio.Future[None]] = {}
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._collecting: dict[str, tuple[set[str], int, asyncio.Future[int]]] = {}
 
     def _on_publish(self, client: MqttClient, packet: Publish) -> None:
-        waiter = self._pending.pop(packet.topic[len(REFERENCE_RESPONSES):], None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        rid = reference_rid(packet.topic)
+        waiter = self._pending.pop(rid, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(bytes(packet.payload))
+            return
+        collecting = self._collecting.get(rid)
+        if collecting is not None:
+            answered, expected, done = collecting
+            answered.add(packet.topic)  # one per device: a duplicate (DUP resend) is not counted twice
+            if len(answered) >= expected and not done.done():
+                done.set_result(len(answered))
 
     async def open(self, host: str, port: int, ca_file: str | None) -> None:
         context = client_ssl_context(ca_file) if ca_file else None
@@ -88,13 +109,25 @@ class Requester:
                                         ssl_context=context, on_publish=self._on_publish)
         await self.client.subscribe(REFERENCE_RESPONSES + "#", qos=1)
 
-    def request(self, device: str) -> asyncio.Future[None]:
+    def request(self, device: str, method_name: str = "lockDoor") -> asyncio.Future[bytes]:
+        """Publish one request (QoS 1); the future resolves with the device's answer."""
         assert self.client is not None
         rid = uuid.uuid4().hex
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[rid] = waiter
-        self.client.publish(reference_request_topic(device, rid), b'{"methodName":"lockDoor"}', qos=0)
+        self.client.publish(reference_request_topic(device, rid), json.dumps({"methodName": method_name}).encode(),
+                            qos=1)
         return waiter
+
+    def broadcast(self, expected: int) -> asyncio.Future[int]:
+        """Publish one request to every device (QoS 1); resolves when `expected` devices answered."""
+        assert self.client is not None
+        rid = uuid.uuid4().hex
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._collecting[rid] = (set(), expected, done)
+        done.add_done_callback(lambda _: self._collecting.pop(rid, None))
+        self.client.publish(reference_request_topic(BROADCAST, rid), b'{"methodName":"lockDoor"}', qos=1)
+        return done
 
     def close(self) -> None:
         if self.client is not None:
@@ -119,14 +152,18 @@ async def _sequential(host: str, port: int, ca_file: str | None, device: str, co
         requester.close()
 
 
-async def _fan_out(host: str, port: int, ca_file: str, devices: int, timeout: float) -> float:
-    """Seconds from the first request to the last of `devices` responses (one request per device)."""
+async def _fan_out(host: str, port: int, ca_file: str, devices: int, connected: int, timeout: float) -> float:
+    """Seconds from the request to the last of `devices` responses: one broadcast request when every
+    connected device is meant, else one request per device."""
     requester = Requester()
     await requester.open(host, port, ca_file)
     try:
         started = time.perf_counter()
-        waiters = [requester.request(device_id("dev-", i)) for i in range(devices)]
-        await asyncio.wait_for(asyncio.gather(*waiters), timeout)
+        if devices == connected:
+            await asyncio.wait_for(requester.broadcast(devices), timeout)
+        else:
+            waiters = [requester.request(device_id("dev-", i)) for i in range(devices)]
+            await asyncio.wait_for(asyncio.gather(*waiters), timeout)
         return time.perf_counter() - started
     finally:
         requester.close()
@@ -190,6 +227,65 @@ def _fleets(ctx: BenchContext, address: str, port: int, ca_file: str | None, cou
             child.stop()
 
 
+@contextlib.contextmanager
+def _bridge(ctx: BenchContext, address: str, paths: CertificatePaths) -> Iterator[HubInfo]:
+    """bench.reference_bridge on `address` (HTTPS with the same kind of certificate as the emulator's),
+    forwarding to the broker's TLS listener; described as a HubInfo so the emulator's callers can use it."""
+    argv = python_module("bench.reference_bridge", "--address", address, "--cert", str(paths.server_cert),
+                         "--key", str(paths.server_key), "--mqtt-host", address, "--mqtt-port", str(TLS_PORT),
+                         "--ca", str(paths.ca_cert))
+    with Child("reference-bridge", argv, ctx.log_dir) as child:
+        ready = child.expect("ready", 60)
+        yield HubInfo(child, address, address, TLS_PORT, ready["port"], str(paths.ca_cert), str(paths.server_cert),
+                      str(paths.server_key), 0.0)
+
+
+def _bridge_round_trips(ctx: BenchContext, bridge: HubInfo) -> dict[str, LatencySummary]:
+    """Sequential calls through the bridge to one raw device with the emulator's own callers: raw HTTPS
+    keep-alive, raw HTTPS with a new TLS connection per call, and the azure-iot-hub SDK."""
+    sizes = ctx.sizes
+    device = device_id("dev-", 0)
+    keep_alive, new_tls = RawServiceCaller(bridge), RawServiceCaller(bridge, keep_alive=False)
+    callers: list[tuple[str, Any]] = [("https_keepalive", keep_alive), ("https_new_tls", new_tls)]
+    try:
+        callers.append(("https_sdk", SdkServiceCaller(bridge)))
+    except Exception as e:  # noqa: BLE001 - the SDK pairing is then compared with nothing, and says why
+        ctx.results.note(f"azure-iot-hub SDK against the reference bridge not measured: {type(e).__name__}: {e}")
+    summaries: dict[str, LatencySummary] = {}
+    try:
+        for key, caller in callers:
+            samples, _ = time_calls(lambda: caller.invoke(device), sizes.roundtrip_calls, sizes.roundtrip_warmup,
+                                    ctx.budget.cap(60))
+            summaries[key] = summarize(samples)
+    finally:
+        keep_alive.close()
+        new_tls.close()
+    return summaries
+
+
+def _reference_figures(ctx: BenchContext, reference: dict[str, Any]) -> None:
+    """The references' own figures, in a section of their own (the ratios elsewhere divide by them)."""
+    add = ctx.results.add
+    for key, label in (("roundtrip", "mosquitto MQTT request/response QoS 1 over TLS, sequential p50 [mqtt-rr]"),
+                       ("roundtrip_plain", "  the same over plain TCP (no TLS)"),
+                       ("https_keepalive", "HTTPS keep-alive -> aiohttp bridge -> mosquitto, sequential p50 "
+                                           "[https-bridge]"),
+                       ("https_new_tls", "  the same, new TLS connection per call [https-bridge-new-tls]"),
+                       ("https_sdk", "  the same, azure-iot-hub SDK caller [https-bridge-sdk]")):
+        summary = reference.get(key)
+        if summary:
+            add(Figure(SECTION, f"{label} (n={summary.count})", summary.p50_ms, "ms"))
+    for key, label in (("sustained", "mosquitto MQTT request/response QoS 1, sustained [mqtt-rr]"),
+                       ("https_sustained", "HTTPS keep-alive -> aiohttp bridge -> mosquitto, sustained "
+                                           "[https-bridge]")):
+        outcome = reference.get(key)
+        if outcome:
+            add(Figure(SECTION, f"{label}, {ctx.sizes.sustained_concurrency} in flight", outcome["per_second"],
+                       "calls/s"))
+    for devices, seconds in (reference.get("fanout") or {}).items():
+        add(Figure(SECTION, f"mosquitto fan-out to {devices:,} devices, all answers collected", seconds, "s"))
+
+
 def run(ctx: BenchContext) -> dict[str, Any]:
     """Measure the reference; returns figures the other benchmarks compare against (empty if skipped)."""
     binary = find_mosquitto()
@@ -217,6 +313,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 reference["roundtrip"] = asyncio.run(_sequential(
                     address, TLS_PORT, ca, device_id("dev-", 0), sizes.roundtrip_calls, sizes.roundtrip_warmup,
                     ctx.budget.cap(60)))
+                ctx.progress("  HTTPS -> aiohttp bridge -> mosquitto: sequential round trips")
+                with _bridge(ctx, address, paths) as bridge:
+                    reference.update(_bridge_round_trips(ctx, bridge))
             with _fleets(ctx, address, PLAIN_PORT, None, 1, 60):
                 reference["roundtrip_plain"] = asyncio.run(_sequential(
                     address, PLAIN_PORT, None, device_id("dev-", 0), sizes.roundtrip_calls, sizes.roundtrip_warmup,
@@ -234,14 +333,17 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 reference["fanout"] = {}
                 for n in sizes.fanout_devices:
                     ctx.progress(f"  mosquitto: fan-out to {n} devices")
-                    reference["fanout"][n] = asyncio.run(_fan_out(address, TLS_PORT, ca, n, ctx.budget.cap(60)))
+                    reference["fanout"][n] = asyncio.run(_fan_out(address, TLS_PORT, ca, n, most,
+                                                                  ctx.budget.cap(60)))
                 ctx.progress(f"  mosquitto: sustained, {sizes.sustained_concurrency} in flight")
                 reference["sustained"] = asyncio.run(_sustained(
                     address, TLS_PORT, ca, most, sizes.sustained_concurrency, sizes.sustained_seconds))
+                ctx.progress(f"  HTTPS -> aiohttp bridge -> mosquitto: sustained, {sizes.sustained_concurrency} "
+                             "in flight")
+                with _bridge(ctx, address, paths) as bridge:
+                    reference["https_sustained"] = asyncio.run(sustained_calls(
+                        bridge, most, sizes.sustained_concurrency, sizes.sustained_seconds))
     ctx.results.details["mosquitto"] = {
         k: (v.to_json() if isinstance(v, LatencySummary) else v) for k, v in reference.items()}
-    plain = reference.get("roundtrip_plain")
-    if plain:
-        ctx.results.note(f"mosquitto over plain TCP (no TLS): round trip p50 {plain.p50_ms:.3f} ms, "
-                         f"p99 {plain.p99_ms:.3f} ms (the floor for loopback MQTT here).")
+    _reference_figures(ctx, reference)
     return reference

@@ -28,9 +28,29 @@ class Target:
         return f"{self.op} {_number(self.threshold)} {self.unit}".strip()
 
 
+#: What a reference figure measured, by the key a Figure names in `vs`: every ratio compares one pattern.
+REFERENCES = {
+    "mqtt-rr": "mosquitto, MQTT request/response: a long-lived requester client publishes the request QoS 1, "
+               "the same raw device program answers QoS 1, the requester collects it (two MQTT hops each way "
+               "through the broker; the emulator's direct method is HTTPS in, MQTT out).",
+    "https-bridge": "the same HTTPS client and request (POST /twins/{id}/methods, keep-alive) to an aiohttp "
+                    "bridge that forwards it over one long-lived MQTT connection to mosquitto at QoS 1, to the "
+                    "same raw device, and answers with the device's response (bench/reference_bridge.py): "
+                    "the emulator's two hops built from reference parts, with no registry, SAS check or store.",
+    "https-bridge-new-tls": "as https-bridge, with the same client opening a new TCP+TLS connection per call.",
+    "https-bridge-sdk": "as https-bridge, called by the same azure-iot-hub SDK client (a new connection per call).",
+    "broadcast": "mosquitto fan-out: ONE request published QoS 1 to a topic all N connected raw devices "
+                 "subscribe to; each answers QoS 1; time until the requester has collected all N answers.",
+    "per-device": "mosquitto fan-out to N of the connected raw devices: N QoS 1 requests, one per device, "
+                  "from one requester; time until it has collected all N answers.",
+    "tls-conns": "mosquitto holding the same number of TLS connections from the same raw client program.",
+}
+
+
 @dataclass
 class Figure:
-    """One measured number. `reference` is mosquitto's figure for the same pattern, when there is one."""
+    """One measured number. `reference` is the figure for the same pattern built from reference parts
+    (mosquitto, or aiohttp + mosquitto); `vs` says which (a key of REFERENCES)."""
 
     section: str
     name: str
@@ -39,6 +59,7 @@ class Figure:
     reference: float | None = None
     target: Target | None = None
     note: str = ""
+    vs: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -65,6 +86,7 @@ class Results:
     started_utc: str
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # skipped parts, failures, what dominates
+    setup: list[str] = field(default_factory=list)  # how the emulator and the devices ran
     details: dict[str, Any] = field(default_factory=dict)  # raw summaries per benchmark
     duration_s: float | None = None
 
@@ -77,7 +99,8 @@ class Results:
 
     def to_json(self) -> dict[str, Any]:
         return {"machine": self.machine, "mode": self.mode, "started_utc": self.started_utc,
-                "duration_s": _rounded(self.duration_s), "figures": [f.to_json() for f in self.figures],
+                "duration_s": _rounded(self.duration_s), "setup": list(self.setup),
+                "references": dict(REFERENCES), "figures": [f.to_json() for f in self.figures],
                 "notes": list(self.notes), "details": self.details}
 
 
@@ -112,7 +135,7 @@ def _met_text(met: bool | None) -> str:
     return {True: "yes", False: "NO", None: ""}[met]
 
 
-HEADERS = ("measurement", "ours", "mosquitto", "ratio", "target", "met")
+HEADERS = ("measurement", "ours", "reference", "ratio", "target", "met")
 
 
 def _rows(figures: list[Figure]) -> list[tuple[str, ...]]:
@@ -121,7 +144,7 @@ def _rows(figures: list[Figure]) -> list[tuple[str, ...]]:
     for f in sorted(figures, key=lambda figure: figure.section):
         unit = f" {f.unit}" if f.unit else ""
         rows.append((f"{f.section}: {f.name}", f"{_number(f.value)}{unit}",
-                     f"{_number(f.reference)}{unit}" if f.reference is not None else "-",
+                     f"{_number(f.reference)}{unit}" + (f" [{f.vs}]" if f.vs else "") if f.reference is not None else "-",
                      _ratio_text(f.ratio), str(f.target) if f.target else "", _met_text(f.met)))
     return rows
 
@@ -151,14 +174,23 @@ def markdown(results: Results) -> str:
         f"Machine: {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} cores, "
         f"{m.get('ram_gib', '?')} GiB RAM, {m.get('os', '?')}, Python {m.get('python', '?')}"
         + (f", mosquitto {m['mosquitto']}" if m.get("mosquitto") else "") + ".",
-        f"Run: {results.started_utc}, mode {results.mode}, {_number(results.duration_s)} s. Everything on loopback; "
-        "the ratio is ours / mosquitto for the same request/response pattern with raw MQTT clients.",
+        f"Run: {results.started_utc}, mode {results.mode}, {_number(results.duration_s)} s"
+        + (f", load average (1/5/15 min) {m['load_average']} at the start" if m.get("load_average") else "")
+        + (f", {m['load_average_end']} at the end" if m.get("load_average_end") else "") + ". Everything on loopback; "
+        "the ratio is ours / reference, where the reference is the same pattern built from reference parts "
+        "(the key in brackets, explained under the table).",
         "",
+        *[f"- {_md_escape(line)}" for line in results.setup],
+        *([""] if results.setup else []),
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join(["---"] + ["---:"] * 3 + ["---", "---"]) + "|",
     ]
     for row in _rows(results.figures):
         lines.append("| " + " | ".join(_md_escape(cell) for cell in row) + " |")
+    used = sorted({f.vs for f in results.figures if f.vs and f.reference is not None})
+    if used:
+        lines += ["", "References (what the other side did):", ""]
+        lines += [f"- [{key}] {_md_escape(REFERENCES.get(key, key))}" for key in used]
     if results.notes:
         lines += ["", "Notes:", ""]
         lines += [f"- {_md_escape(note)}" for note in results.notes]

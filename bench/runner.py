@@ -35,6 +35,21 @@ DEFAULT_BUDGET_S = 600.0
 QUICK_BUDGET_S = 240.0
 PARTS = ("mosquitto", "roundtrip", "cli", "fleet", "queries")
 EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+#: How every emulator and device of the run was set up: printed above the table.
+SETUP = (
+    "Emulator as shipped: every emulator of the run (bench/hub_host.py) persists to SQLite in a fresh temporary "
+    "data directory (not --in-memory), binds the emulator's own ports (MQTT/TLS 8883; HTTPS 443, or its fallback "
+    "9443 where 443 may not be bound) on a fresh 127.0.0.X and runs in a process of its own; bench devices are "
+    "registered in bulk with one bench-only key.",
+    "Devices: sections 1-3 use the bench's raw MQTT client (bench/fleet.py: one shared key, a canned answer, no "
+    "SDK; 5,000 devices per process); section 1 also the azure-iot-device SDK (bench/sdk_device.py); section 5 "
+    "is the product's own `iothub-device --count N` (each device provisioned through DPS); section 6 names its "
+    "clients.",
+    "References: mosquitto (persistence off, TLS with a certificate from the emulator's generator) with the same "
+    "raw client program on plain topics, QoS 1 both ways; for the HTTPS-driven rows, the same HTTPS callers "
+    "against an aiohttp bridge to that mosquitto (bench/reference_bridge.py). Section 0 lists the references' "
+    "own figures; every ratio names its reference in brackets.",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,9 +100,21 @@ def _fleet_stage(ctx: BenchContext, reference: dict[str, Any], failures: list[st
                   connect_seconds, reference)
             _part(ctx, "jobs", failures, bench_jobs.run, hub, fleets, reference)
             _part(ctx, "sustained", failures, bench_capacity.run_sustained, hub, devices, reference)
+    _part(ctx, "jobs-in-memory", failures, _in_memory_jobs, reference)
     # The fleet users get (iothub-device --count), after the raw clients so that it meets an idle machine.
     _part(ctx, "fleet-engine", failures, bench_fleet.run, reference)
     _part(ctx, "client-choice", failures, bench_client_choice.run, reference)
+
+
+def _in_memory_jobs(ctx: BenchContext, reference: dict[str, Any]) -> None:
+    """The largest method and twin jobs again on an emulator started in memory, labelled so: what the
+    SQLite store costs them, beside the as-shipped rows."""
+    devices = max(ctx.sizes.fanout_devices)
+    ctx.budget.require(60, "in-memory jobs")
+    ctx.progress(f"  in memory (labelled rows): {devices:,} devices, method and twin jobs")
+    with running_hub(ctx, "in-memory-hub", devices, in_memory=True) as hub, \
+            running_fleets(ctx, hub, devices, ctx.budget.cap(300)) as fleets:
+        bench_jobs.run(ctx, hub, fleets, reference, sizes=(devices,), in_memory=True)
 
 
 def _small_stage(ctx: BenchContext, parts: set[str], reference: dict[str, Any], failures: list[str]) -> None:
@@ -115,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(machine=machine.describe(), mode="quick" if args.quick else "full",
                       started_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     log_dir = Path(tempfile.mkdtemp(prefix="iothub-bench-"))
+    results.setup.extend(SETUP)
     ctx = BenchContext(results, budget, sizes, log_dir, progress=lambda text: print(text, flush=True))
     # Ctrl-C and SIGTERM take one way out: KeyboardInterrupt, so the `with` blocks stop every child.
     # (A handler of our own also keeps asyncio.run() from turning Ctrl-C into a task cancellation that
@@ -138,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         results.note("interrupted: the figures above are from the parts that finished")
     results.duration_s = time.monotonic() - started
+    results.machine["load_average_end"] = machine.load_average()  # other work on the machine moves the figures
     json_path, md_path = write_results(results, args.results_dir)
     print()
     print(text_table(results.figures))

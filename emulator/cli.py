@@ -23,6 +23,7 @@ from hubsettings.discovery import default_data_dir, default_discovery_file, read
 
 from .amqp.server import DEFAULT_PORT as AMQP_PORT
 from .certs import CertificateError
+from .hub.telemetry import MAX_CONSUMER_GROUPS, consumer_group_name_problem
 from .mqtt.server import AddressInUse
 from .rest.throttle import TIERS
 from .server import EmulatorConfig, EmulatorServer, default_host_name
@@ -36,6 +37,15 @@ class StartError(click.ClickException):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def _check_consumer_groups(ctx: click.Context, param: click.Parameter, names: tuple[str, ...]) -> tuple[str, ...]:
+    for name in names:
+        if (problem := consumer_group_name_problem(name)) is not None:
+            raise click.BadParameter(problem)
+    if len(set(n.lower() for n in names) | {"$default"}) > MAX_CONSUMER_GROUPS:
+        raise click.BadParameter(f"a hub has at most {MAX_CONSUMER_GROUPS} consumer groups, $Default included")
+    return names
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,10 +80,14 @@ class StartError(click.ClickException):
 @click.option("--throttle", type=click.Choice(list(TIERS), case_sensitive=False), default=None,
               help="Throttle the service API as an IoT hub of this tier (one unit) does: past the limit, "
                    "429 ThrottlingException with Retry-After. Off by default.")
+@click.option("--consumer-group", "consumer_groups", multiple=True, callback=_check_consumer_groups,
+              metavar="NAME", help="Create this consumer group on the Event Hubs-compatible endpoint beside "
+                                   "$Default (repeatable; IoT Hub allows 20).")
 @click.pass_context
 def main(ctx: click.Context, address: str, host_name: str | None, mqtt_port: int, rest_port: int | None,
          amqp_port: int, data_dir: Path | None, in_memory: bool, log_level: str, show_keys: bool,
-         discovery_file: Path | None, no_discovery: bool, throttle: str | None) -> None:
+         discovery_file: Path | None, no_discovery: bool, throttle: str | None,
+         consumer_groups: tuple[str, ...]) -> None:
     """Run a local Azure IoT Hub emulator (devices over MQTT/TLS and DPS, services over HTTPS REST) with
     well-known development keys."""
     if ctx.invoked_subcommand is not None:
@@ -95,7 +109,7 @@ def main(ctx: click.Context, address: str, host_name: str | None, mqtt_port: int
                             rest_fallback_port=wellknown.REST_FALLBACK_PORT if rest_port is None else None,
                             amqp_port=amqp_port, data_dir=data_dir, in_memory=in_memory,
                             discovery_file=discovery_file, write_discovery=not no_discovery,
-                            throttle=throttle.upper() if throttle else None)
+                            throttle=throttle.upper() if throttle else None, consumer_groups=consumer_groups)
     try:
         asyncio.run(_serve(EmulatorServer(config), show_keys))
     except KeyboardInterrupt:  # where signal handlers are unavailable (Windows), Ctrl-C lands here
@@ -148,7 +162,8 @@ def describe(server: EmulatorServer, show_keys: bool) -> str:
         f"  Devices (MQTT/TLS, DPS): {config.address}:{info.mqtt_port}   host name: {info.host_name}",
         f"  Services (HTTPS REST):   {config.address}:{info.rest_port}",
         *([f"  NOTE: {server.rest_port_note}"] if server.rest_port_note else []),
-        *([f"  Services (AMQP/TLS):     {config.address}:{server.amqp_port}   (cloud-to-device messages)"]
+        *([f"  Services (AMQP/TLS):     {config.address}:{server.amqp_port}   (cloud-to-device messages; "
+           "telemetry: Event Hubs-compatible endpoint)"]
           if server.amqp_port is not None else []),
         f"  CA certificate:          {info.ca_file}",
         f"  Data:                    {'in memory (lost at exit)' if config.in_memory else info.data_dir}",
@@ -159,6 +174,8 @@ def describe(server: EmulatorServer, show_keys: bool) -> str:
         "Connection strings" + ("" if show_keys else " (keys masked; --show-keys prints them)") + ":",
         f"  service (iothubowner):  {show(info.service_connection_string)}",
     ]
+    if info.event_hub_connection_string:
+        lines.append(f"  Event Hubs-compatible (telemetry): {show(info.event_hub_connection_string)}")
     for device_id, connection_string in info.device_connection_strings.items():
         lines.append(f"  device {device_id}:    {show(connection_string)}")
     group_key = info.provisioning_group_key if show_keys else mask_key(info.provisioning_group_key)

@@ -27,6 +27,8 @@ from hubsettings.discovery import EmulatorInfo, discovery_path, emulator_home, r
 
 from . import loopback
 from .amqp.server import DEFAULT_PORT as AMQP_PORT
+from .amqp.event_hubs import event_hub_connection_string
+from .hub.telemetry import DEFAULT_CAPACITY as TELEMETRY_CAPACITY
 from .amqp.server import AmqpServer
 from .certs import CertificatePaths, ensure_certificates, server_ssl_context
 from .hub import Hub, MethodResult
@@ -71,7 +73,8 @@ class EmulatorConfig:
     in_memory: bool = False
     discovery_file: Path | None = None  # None: hubsettings.discovery_path() (IOTHUB_EMULATOR_DISCOVERY)
     write_discovery: bool = True
-    telemetry_capacity: int = 1000
+    telemetry_capacity: int = TELEMETRY_CAPACITY  # messages kept per partition of the Event Hubs-compatible endpoint
+    consumer_groups: tuple[str, ...] = ()  # created beside $Default on the Event Hubs-compatible endpoint
     extra_hosts: tuple[str, ...] = field(default_factory=tuple)  # more names for the server certificate
     # IoT Hub tier (F1, S1, S2, S3, B1..B3) whose service API throttles apply (429); None: no throttling.
     throttle: str | None = None
@@ -132,6 +135,8 @@ class EmulatorServer:
             self.hub = Hub(self.host_name, store=store, host_aliases=aliases,
                            telemetry_capacity=config.telemetry_capacity)
             self.hub.register_well_known()
+            for group in config.consumer_groups:
+                self.hub.telemetry.create_consumer_group(group)
             self.front = DeviceFront(self.hub)
             ssl_context = server_ssl_context(self.certificates)
             self._mqtt = MqttServer(self.front, ssl_context, ca_file=str(self.certificates.ca_cert))
@@ -234,7 +239,14 @@ class EmulatorServer:
             device_connection_strings={wellknown.DEVICE_ID: wellknown.device_connection_string(host)},
             provisioning_host=host, provisioning_id_scope=wellknown.DPS_ID_SCOPE,
             provisioning_group_key=wellknown.DPS_GROUP_KEY,
-            data_dir=None if self.config.in_memory else str(self.data_dir), pid=os.getpid())
+            data_dir=None if self.config.in_memory else str(self.data_dir), pid=os.getpid(),
+            event_hub_connection_string=self.event_hub_connection_string() or "")
+
+    def event_hub_connection_string(self, policy: str = wellknown.OWNER_POLICY) -> str | None:
+        """The Event Hubs-compatible connection string (None without the AMQP front)."""
+        if self.amqp_port is None:
+            return None
+        return event_hub_connection_string(self.host_name, self.amqp_port, policy, wellknown.POLICIES[policy][0])
 
     def device_connection_string(self, device_id: str) -> str:
         """A connection string for a registered device (its primary key), for tests and the demo."""

@@ -80,6 +80,7 @@ class EmulatorInfo:
     provisioning_group_key: str = ""
     data_dir: str | None = None
     pid: int | None = None
+    event_hub_connection_string: str = ""  # the built-in Event Hubs-compatible endpoint ("" without AMQP)
 
     def is_alive(self) -> bool:
         """True when the process that wrote the file still runs (or no pid was recorded)."""

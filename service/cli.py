@@ -11,10 +11,10 @@ from .commands.devices import device
 from .commands.jobs import job
 from .commands.messages import message
 from .commands.methods import method, reboot
+from .commands.monitor import monitor
 from .commands.queries import query
 from .commands.twins import twin
 from .context import global_options
-from .demo import demo
 from .errors import Interrupted, exit_codes_epilog
 
 
@@ -33,17 +33,15 @@ class _Cli(click.Group):
 @global_options
 def cli() -> None:
     """Manage the devices of an IoT hub: direct methods, reboots, twins, queries, jobs, identities,
-    cloud-to-device messages.
+    cloud-to-device messages, and watch device telemetry (monitor).
 
     Works the same against Azure IoT Hub and the local emulator. The hub comes from
     --connection-string, else $IOTHUB_CONNECTION_STRING, else .env, else the local emulator
     (start it with `iothub-emulator`). Keys are always masked in output.
-
-    `demo` runs the tutorial stories end to end on a throwaway emulator of its own.
     """
 
 
-for command in (method, reboot, twin, query, job, device, message, demo):
+for command in (method, reboot, twin, query, job, device, message, monitor):
     cli.add_command(command)
 
 

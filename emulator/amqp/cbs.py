@@ -68,7 +68,7 @@ class CbsRequests(InboundNode):
                         properties={"status-code": int32(status), "status-description": description})
         grants = grants_of(self._connection)
         grants.pending_replies.append(reply)
-        _send_replies(self._connection, grants)
+        self._connection.defer(lambda: _send_replies(self._connection, grants))
         return Outcome.accepted()
 
     def _put_token(self, properties: dict, body: object) -> tuple[int, str]:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from proton import Collector, Condition, Connection, Delivery, Event, Link, Message, Transport
 
+from .frames import EndedChannelFilter, FramePadder
 from .sasl import SaslError, SaslIdentity, SaslServer
 
 log = logging.getLogger("emulator.amqp")
@@ -44,10 +45,11 @@ class Outcome:
 class Refused(Exception):
     """An attach (or a message) the endpoints refuse: an AMQP error condition and a description."""
 
-    def __init__(self, condition: str, description: str):
+    def __init__(self, condition: str, description: str, info: dict | None = None):
         super().__init__(description)
         self.condition = condition
         self.description = description
+        self.info = info  # the error's info map (a redirect's host and address)
 
 
 class LinkHandler(Protocol):
@@ -104,6 +106,8 @@ class AmqpConnection:
         self._collector = Collector()
         self._connection.collect(self._collector)
         self._transport.bind(self._connection)
+        self._padder = FramePadder()  # full performatives, which azure-eventhub's pyamqp needs
+        self._incoming = EndedChannelFilter()
         self._handlers: dict[Link, LinkHandler] = {}
         self._tags = itertools.count(1)
         self._closed = False
@@ -111,6 +115,12 @@ class AmqpConnection:
         self.close_reason: str | None = None
         self.grants: Any = None  # the endpoints' record of what this connection proved (tokens)
         self.wake: Callable[[], None] = lambda: None  # the listener sets it: write out data_to_send()
+        # The same, once the current burst of hub events is over (many appends, one write).
+        self.wake_soon: Callable[[], None] = lambda: (self._process(), self.wake())
+        # The socket's write buffer is full (the peer reads slower than we send): sender links that
+        # push on their own (partition readers) wait for resume() instead of filling memory.
+        self.paused = False
+        self._deferred: list[Callable[[], None]] = []
 
     @property
     def identity(self) -> SaslIdentity | None:
@@ -140,6 +150,7 @@ class AmqpConnection:
         self._push(data)
 
     def _push(self, data: bytes) -> None:
+        data = self._incoming.feed(data)
         while data and not self._closed:
             capacity = self._transport.capacity()
             if capacity < 0:
@@ -163,7 +174,7 @@ class AmqpConnection:
             pending = self._transport.pending()
             if pending <= 0:
                 break
-            chunks.append(bytes(self._transport.peek(pending)))
+            chunks.append(self._padder.feed(bytes(self._transport.peek(pending))))
             self._transport.pop(pending)
         if self._transport.closed or self._transport.capacity() < 0:
             # Both ends done, or proton stopped reading (the peer closed, or sent a frame it could not
@@ -253,7 +264,7 @@ class AmqpConnection:
             log.info("%s: refused a link to '%s': %s (%s)", self.peer, (address or "")[:200],
                      refused.description, refused.condition)
             link.open()
-            link.condition = Condition(refused.condition, refused.description)
+            link.condition = Condition(refused.condition, refused.description, refused.info)
             link.close()
             return
         self._handlers[link] = handler
@@ -291,6 +302,13 @@ class AmqpConnection:
         delivery.settle()
         if link.credit < LINK_CREDIT // 2:
             link.flow(LINK_CREDIT - link.credit)
+        if self._deferred:
+            # Encode the request's disposition before the answers: uamqp's request/response client
+            # ($cbs, $management) fails an answer that arrives before it saw its request accepted.
+            self._transport.pending()
+            actions, self._deferred = self._deferred, []
+            for action in actions:
+                action()
 
     def _outcome(self, handler: LinkHandler | None, data: bytes | None) -> Outcome:
         if handler is None:
@@ -320,6 +338,19 @@ class AmqpConnection:
         if settled:
             delivery.settle()
         return delivery
+
+    def defer(self, action: Callable[[], None]) -> None:
+        """Run `action` once the message being handled is settled (to answer a request after it)."""
+        self._deferred.append(action)
+
+    def resume(self) -> None:
+        """The write buffer drained: let our sender links send again."""
+        self.paused = False
+        for link, handler in list(self._handlers.items()):
+            if link.is_sender:
+                handler.on_credit()
+        self._process()
+        self.wake()
 
     def process(self) -> None:
         """Run proton's pending events after a handler changed state outside an event (hub pushes)."""

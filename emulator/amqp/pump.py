@@ -22,6 +22,8 @@ class ConnectionPump:
         self._timer: asyncio.TimerHandle | None = None
         self._finished = False
         connection.wake = self.flush  # the hub pushed something (feedback): send it now
+        connection.wake_soon = self.flush_soon
+        self._flush_scheduled = False
 
     def feed(self, data: bytes) -> None:
         try:
@@ -46,6 +48,20 @@ class ConnectionPump:
             self._finish()
             return
         self._schedule_tick()
+
+    def flush_soon(self) -> None:
+        """Flush once the event loop is done with what it is running: messages a burst of device
+        publishes appended go out in one write instead of one each."""
+        if self._flush_scheduled or self._finished:
+            return
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._finished:
+            self.connection.process()
+            self.flush()
 
     def _schedule_tick(self) -> None:
         deadline = self.connection.tick(time.monotonic())

@@ -41,6 +41,14 @@ class _AmqpProtocol(asyncio.Protocol):
         assert self.pump is not None
         self.pump.feed(data)
 
+    def pause_writing(self) -> None:
+        if self.pump is not None:
+            self.pump.connection.paused = True
+
+    def resume_writing(self) -> None:
+        if self.pump is not None:
+            self.pump.connection.resume()
+
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -82,7 +90,9 @@ class AmqpServer:
                                    "emulator or program listens there); stop it, or choose another "
                                    "--address or --amqp-port") from None
             raise
-        return self._server.sockets[0].getsockname()[1]
+        bound = self._server.sockets[0].getsockname()[1]
+        self.endpoints.event_hubs.port = bound  # where the redirect sends Event Hubs clients
+        return bound
 
     async def stop(self) -> None:
         if self._server:

@@ -5,8 +5,7 @@ Each node translates AMQP messages to hub calls and hub errors to the AMQP error
 SDKs translate (Node's azure-iothub: amqp:not-found -> DeviceNotFoundError,
 amqp:resource-limit-exceeded -> DeviceMaximumQueueDepthExceededError,
 amqp:link:message-size-exceeded -> MessageTooLargeError, amqp:unauthorized-access ->
-UnauthorizedError). Further receive nodes (the Event Hubs-compatible endpoint) are added in
-`ServiceEndpoints.attach` beside these.
+UnauthorizedError). The Event Hubs-compatible endpoint's nodes (event_hubs.py) are offered beside these.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from ..hub import ArgumentInvalid, DeviceNotFound, Hub, HubError, IotHubUnauthor
 from ..hub.c2d import DeviceMaximumQueueDepthExceeded
 from .cbs import SERVICE_CONNECT, CbsReplies, CbsRequests, require_service_connect
 from .connection import AmqpConnection, InboundNode, LinkHandler, Outcome, Refused
+from .event_hubs import EventHubsNodes
 
 log = logging.getLogger("emulator.amqp")
 
@@ -51,8 +51,9 @@ def amqp_condition(error: HubError) -> Refused:
 class ServiceEndpoints:
     """Decides what each link address means on a service connection."""
 
-    def __init__(self, hub: Hub):
+    def __init__(self, hub: Hub, port: int = 5671):
         self.hub = hub
+        self.event_hubs = EventHubsNodes(hub, port)
 
     def check_plain(self, username: str, password: str) -> str | None:
         """SASL PLAIN: `{policy}@sas.root.{hub}` and a SAS token of that policy with ServiceConnect;
@@ -73,9 +74,13 @@ class ServiceEndpoints:
         if address == FEEDBACK and link.is_sender:
             require_service_connect(self.hub, connection)
             return FeedbackDeliveries(self.hub, connection, link)
+        handler = self.event_hubs.attach(connection, link, address)
+        if handler is not None:
+            return handler
         direction = "send to" if link.is_receiver else "receive from"
         raise Refused("amqp:not-found", f"the hub has no node to {direction} at '{address[:200]}' (the "
-                      f"emulator serves {DEVICEBOUND} and {FEEDBACK})")
+                      f"emulator serves {DEVICEBOUND}, {FEEDBACK}, messages/events and the Event Hubs-"
+                      f"compatible {self.event_hubs.name}/ConsumerGroups/{{group}}/Partitions/{{n}})")
 
 
 def _text(value: Any) -> str | None:

@@ -10,6 +10,9 @@ between the wire and these calls. Not thread-safe: use it from one thread (the s
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from .jobs import JobScheduler
 from .methods import MethodCall, MethodCalls, MethodResult, parse_response_payload
 from .provisioning import GroupEnrollment, IndividualEnrollment, Provisioning, RegistrationState
 from .registry import Device, Registry, Status
-from .telemetry import DEFAULT_CAPACITY, TelemetryBuffer, TelemetryMessage
+from .telemetry import DEFAULT_CAPACITY, TelemetryLog, TelemetryMessage
 from .queries import run_query
 from .query import Query
 from .twin_views import TwinViews
@@ -80,6 +83,16 @@ def _properties_of(twin_body: dict[str, Any]) -> dict[str, Any]:
     return properties
 
 
+def _signed_as_event_hubs(token: SasToken, key: str) -> bool:
+    """Event Hubs clients (reading the built-in endpoint) name `sb://host/{entity}` and sign with the
+    key's text itself, where IoT Hub's SDKs sign with the base64-decoded key."""
+    if "://" not in token.resource_uri:
+        return False
+    expected = base64.b64encode(hmac.new(key.encode("utf-8"), f"{token.encoded_resource_uri}\n{token.expiry}".encode(),
+                                         hashlib.sha256).digest()).decode("ascii")
+    return hmac.compare_digest(expected, token.signature)
+
+
 class Hub:
     def __init__(self, host_name: str = wellknown.HOST_NAME, *, store: Store | None = None,
                  clock: Clock = system_clock, telemetry_capacity: int = DEFAULT_CAPACITY,
@@ -92,7 +105,8 @@ class Hub:
         self.twins: dict[str, Twin] = {}
         self.views = TwinViews(self._twin_document_of)  # what queries and job selection read
         self.methods = MethodCalls(clock)
-        self.telemetry = TelemetryBuffer(telemetry_capacity)
+        self.telemetry = TelemetryLog(telemetry_capacity)
+        self.telemetry.created_at = clock()
         self.provisioning = Provisioning(id_scope)
         self.registrations: dict[str, RegistrationState] = {}
         self.policies: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -343,13 +357,14 @@ class Hub:
             token = parse_token(token_text)
         except SasError as e:
             raise IotHubUnauthorizedAccess(str(e)) from None
-        host = token.resource_uri.split("/", 1)[0]
+        # IoT Hub tokens name `host[/...]`; Event Hubs clients sign `sb://host/{entity}` (or amqps://)
+        host = token.resource_uri.split("://", 1)[-1].split("/", 1)[0]
         policy = self.policies.get(token.policy or "")
         if not self._is_our_host(host) or policy is None:
             raise IotHubUnauthorizedAccess("The token does not name this hub and a known policy")
         if token.is_expired(now):
             raise IotHubUnauthorizedAccess("The token has expired")
-        if not token.signature_matches(policy[0]):
+        if not token.signature_matches(policy[0]) and not _signed_as_event_hubs(token, policy[0]):
             raise IotHubUnauthorizedAccess("The token's signature does not match the policy key")
         policy_name = token.policy or ""
         self._verified_tokens.remember(token_text, policy_name, token.expiry)
@@ -424,10 +439,11 @@ class Hub:
     def receive_telemetry(self, device_id: str, body: bytes, properties: dict[str, str] | None = None,
                           system_properties: dict[str, str] | None = None) -> TelemetryMessage:
         self._touch(device_id)
+        device = self.registry.find(device_id)
         message = TelemetryMessage(device_id, body, dict(properties or {}), dict(system_properties or {}),
-                                   self._clock())
-        self.telemetry.add(message)
-        return message
+                                   self._clock(), generation_id=device.generation_id if device else "",
+                                   model_id=device.model_id if device else "")
+        return self.telemetry.add(message)
 
     # ---- direct methods --------------------------------------------------------------------------
     def start_method(self, device_id: str, method_name: str, payload: Any = None, *,

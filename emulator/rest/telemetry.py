@@ -1,8 +1,9 @@
 """GET /_emulator/devices/{id}/messages: the device-to-cloud messages the emulator holds for a device.
 
-An emulator-only route (IoT Hub has none: telemetry goes to its Event Hubs-compatible endpoint over
-AMQP, which the service SDK does not read). Authorised like IoT Hub's telemetry endpoint:
-ServiceConnect. Answers {"messages": [...]}, oldest first, from the hub's bounded buffer.
+An emulator-only debugging aid (IoT Hub has none): programs read telemetry as on Azure, from the
+Event Hubs-compatible endpoint (azure-eventhub, `iothub-service monitor`). Authorised like that
+endpoint: ServiceConnect. Answers {"messages": [...]}, oldest first, from what the telemetry log
+still retains for the device.
 """
 
 from __future__ import annotations

@@ -61,10 +61,6 @@ class Emulator:
     Other keyword arguments are EmulatorConfig fields (throttle, telemetry_capacity, ...).
     """
 
-    #: The Event Hubs-compatible connection string (read telemetry with an Event Hubs client): None
-    #: while the emulator has no AMQP front.
-    event_hub_connection_string: str | None = None
-
     def __init__(self, address: str | None = None, *, data_dir: str | Path | None = None,
                  start_timeout: float = 30, **config_options: Any):
         self._address = address
@@ -166,6 +162,13 @@ class Emulator:
     def service_connection_string(self) -> str:
         """iothubowner's connection string, for the service SDK / CLI."""
         return self.server.info().service_connection_string
+
+    @property
+    def event_hub_connection_string(self) -> str | None:
+        """The built-in Event Hubs-compatible endpoint's connection string (iothubowner): read telemetry
+        with azure-eventhub's EventHubConsumerClient (connection_verify=hub.ca_file). None when the
+        emulator runs without its AMQP front (amqp_port=None)."""
+        return self.server.event_hub_connection_string()
 
     def device_connection_string(self, device_id: str = wellknown.DEVICE_ID) -> str:
         return self.call(self.server.device_connection_string, device_id)

@@ -42,8 +42,6 @@ class EmulatorProcess:
     to run it under (e.g. `unshare --user --map-root-user`: without the right to bind port 443).
     """
 
-    event_hub_connection_string: str | None = None  # as Emulator.event_hub_connection_string
-
     def __init__(self, address: str | None = None, data_dir: str | Path | None = None, *,
                  extra_args: Sequence[str] = (), start_timeout: float = 30, command_prefix: Sequence[str] = ()):
         self._chosen_address = address
@@ -60,6 +58,11 @@ class EmulatorProcess:
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.info: EmulatorInfo | None = None
+
+    @property
+    def event_hub_connection_string(self) -> str | None:
+        """As Emulator.event_hub_connection_string (from the discovery file; None before it starts)."""
+        return (self.info.event_hub_connection_string or None) if self.info else None
 
     # ---- where it is -----------------------------------------------------------------------------
     @property

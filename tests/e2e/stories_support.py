@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from hubsettings import EmulatorInfo, read_discovery
-from service.demo_processes import ChildProcess, child_env, device_command, service_command
+from demo.processes import ChildProcess, child_env, device_command, service_command
 from tests.e2e.conftest import EmulatorProcess, free_loopback_address
 from tests.e2e.support import wait_for
 
@@ -87,9 +87,13 @@ class StoryHub:
     def dps_device(self, device_id: str) -> tuple[dict[str, str], list[str]]:
         raise NotImplementedError
 
-    def received_telemetry(self, device_id: str) -> list[dict] | None:
-        """The device-to-cloud messages the hub holds, or None when this hub cannot show them."""
-        return None
+    def received_telemetry(self, device_id: str, count: int = 2) -> list[dict]:
+        """The device's first `count` device-to-cloud messages, read as on Azure: `iothub-service monitor`
+        on the hub's Event Hubs-compatible endpoint."""
+        result = self.service("monitor", device_id, "--start", "earliest", "--count", str(count),
+                              "--timeout", "60", "--properties", "--json", timeout=120)
+        assert result.returncode == 0, f"monitor exited {result.returncode}: {result.stderr}"
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
     def close(self) -> None:
         pass
@@ -112,10 +116,6 @@ class EmulatorHub(StoryHub):
 
     def dps_device(self, device_id: str) -> tuple[dict[str, str], list[str]]:
         return self.env, ["--device-id", device_id]  # any other id goes through the emulator's DPS
-
-    def received_telemetry(self, device_id: str) -> list[dict] | None:
-        from service.demo_telemetry import received_messages
-        return received_messages(self.info, device_id)
 
     def close(self) -> None:
         code = self.emulator.stop()
@@ -235,7 +235,7 @@ class Devices:
         return child
 
     def stop_all(self) -> dict[str, int | None]:
-        from service.demo_processes import stop_all
+        from demo.processes import stop_all
         return stop_all(self.children)
 
 

@@ -1,4 +1,4 @@
-"""`iothub-service demo --scale 1000`: the jobs story at the tutorial's scale, with the real fleet program,
+"""`iothub-demo --scale 1000`: the jobs story at the tutorial's scale, with the real fleet program,
 passes with every device answering and acknowledging, and everything is stopped afterwards."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ SCALE = 1000
 
 
 def test_the_demo_tells_the_jobs_story_over_a_thousand_devices():
-    done = subprocess.run([sys.executable, "-m", "service", "demo", "--scale", str(SCALE), "--keep-logs"],
+    done = subprocess.run([sys.executable, "-m", "demo", "--scale", str(SCALE), "--keep-logs"],
                           cwd=PROJECT_ROOT, env=demo_env(), capture_output=True, text=True,
                           timeout=DEMO_TIMEOUT + 120)
     output = done.stdout + done.stderr

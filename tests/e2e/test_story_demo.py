@@ -1,4 +1,4 @@
-"""The demo itself (`make demo` runs `python -m service demo`): every story passes, it reads as
+"""The demo itself (`make demo` runs `python -m demo`): every story passes, it reads as
 promised, and it leaves no process or temporary directory behind, also when interrupted."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.demo_processes import HUB_SETTINGS
+from demo.processes import HUB_SETTINGS
 from tests.e2e.conftest import PROJECT_ROOT
 from tests.e2e.support import wait_for
 
@@ -56,7 +56,7 @@ def processes_using(path: Path) -> list[str]:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks for leftover processes through /proc")
 def test_demo_passes_every_story_and_stops_everything(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "service", "demo"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "demo"], capture_output=True, text=True,
                             env=demo_env(), cwd=tmp_path, timeout=DEMO_TIMEOUT, stdin=subprocess.DEVNULL)
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
@@ -74,7 +74,8 @@ def test_demo_passes_every_story_and_stops_everything(tmp_path):
         "job demo-lockdoor: completed 3 succeeded, 0 failed, 0 running, 0 pending of 3",
         "job demo-building: completed 3 succeeded, 0 failed, 0 running, 0 pending of 3",
         "== Story 3/3: IoT Central sensor ==",
-        "telemetry messages received so far; the latest at",
+        "$ iothub-service monitor sensor-01 --start earliest --count 2",
+        "telemetry messages read",
         "provisioned: assigned to 127.0.0.",
         "Method rundiagnostics on sensor-01: status 202",
         "rundiagnostics.value = Diagnostics run complete at",
@@ -91,7 +92,7 @@ def test_demo_passes_every_story_and_stops_everything(tmp_path):
 def test_ctrl_c_stops_every_child_and_exits_130(tmp_path):
     log = tmp_path / "demo.out"
     with open(log, "w") as out:
-        demo = subprocess.Popen([sys.executable, "-m", "service", "demo"], stdout=out, stderr=subprocess.STDOUT,
+        demo = subprocess.Popen([sys.executable, "-m", "demo"], stdout=out, stderr=subprocess.STDOUT,
                                 env=demo_env(), cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
     try:
         wait_for(lambda: "== Story 1/3" in log.read_text() or demo.poll() is not None, timeout=120,
@@ -120,7 +121,7 @@ def test_a_killed_demo_leaves_no_process_behind(tmp_path):
     """SIGKILL gives the demo no chance to clean up: its children must go by themselves."""
     log = tmp_path / "demo.out"
     with open(log, "w") as out:
-        demo = subprocess.Popen([sys.executable, "-m", "service", "demo"], stdout=out, stderr=subprocess.STDOUT,
+        demo = subprocess.Popen([sys.executable, "-m", "demo"], stdout=out, stderr=subprocess.STDOUT,
                                 env=demo_env(), cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
     try:
         wait_for(lambda: "== Story 1/3" in log.read_text() or demo.poll() is not None, timeout=120,

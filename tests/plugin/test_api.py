@@ -41,7 +41,7 @@ def test_start_gives_what_clients_need_and_stop_leaves_nothing():
         assert hub.address.startswith("127.0.0.")
         assert hub.service_connection_string.startswith(f"HostName={hub.host_name}")
         assert "BEGIN CERTIFICATE" in hub.ca_pem
-        assert hub.event_hub_connection_string is None
+        assert hub.event_hub_connection_string.startswith(f"Endpoint=sb://{hub.host_name}/;")
         assert hub.server.discovery_file is None  # never the user's discovery file
         device = hub.create_device()
         assert device.connection_string == (f"HostName={hub.host_name};DeviceId={device.device_id};"

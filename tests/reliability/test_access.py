@@ -207,6 +207,7 @@ EXPECTED_RIGHTS: dict[tuple[str, str], set[str]] = {
     ("GET", "/jobs"): _READ, ("GET", "/jobs/{id}"): _READ,
     ("GET", "/statistics/devices"): _READ, ("GET", "/statistics/service"): _READ_OR_SERVICE,
     ("GET", "/_emulator/devices/{id}/messages"): {"ServiceConnect"},
+    ("DELETE", "/devices/{id}/commands"): {"ServiceConnect"},  # purge: part of cloud-to-device messaging
 }
 
 

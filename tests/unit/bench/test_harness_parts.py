@@ -8,7 +8,7 @@ import pytest
 from bench.bench_jobs import job_request
 from bench.bench_roundtrip import time_calls
 from bench.context import Budget, BudgetExhausted
-from bench.device_behaviour import device_id, hub_reply, reference_reply, reference_request_topic
+from bench.device_behaviour import device_id, hub_reply, reference_reply, reference_request_topic, reference_rid
 from bench.fleet import fleet_parts
 from bench.machine import cpu_model
 from bench.mosquitto_ref import broker_config
@@ -55,9 +55,11 @@ def test_hub_reply_answers_method_requests_only():
 def test_reference_request_and_reply_topics_pair_up():
     topic = reference_request_topic(device_id("dev-", 7), "r1")
     assert topic == "ref/dev-00007/req/r1"
-    assert reference_reply(topic) == ("ref/res/r1", b'{"locked":true}')
-    assert reference_reply("ref/dev-00007/other/r1") is None
-    assert reference_reply("ref/dev-00007/req/") is None
+    assert reference_reply(topic, "dev-00007") == ("ref/res/r1/dev-00007", b'{"locked":true}')
+    assert reference_reply("ref/all/req/r2", "dev-00003") == ("ref/res/r2/dev-00003", b'{"locked":true}')
+    assert reference_rid("ref/res/r2/dev-00003") == "r2"
+    assert reference_reply("ref/dev-00007/other/r1", "dev-00007") is None
+    assert reference_reply("ref/dev-00007/req/", "dev-00007") is None
 
 
 def test_rid_of_reads_the_rid_among_other_properties():
@@ -125,3 +127,76 @@ def test_find_mosquitto_looks_in_sbin_when_not_on_path(monkeypatch, tmp_path):
     assert mosquitto_ref.find_mosquitto() == str(binary)
     monkeypatch.setattr(mosquitto_ref, "SEARCH_DIRS", ())
     assert mosquitto_ref.find_mosquitto() is None
+
+
+def test_the_broadcast_reference_counts_each_device_once_and_ignores_other_rids():
+    import asyncio
+
+    from bench.mosquitto_ref import Requester
+    from mqttcodec import Publish
+
+    class Sent:
+        def __init__(self) -> None:
+            self.topics: list[str] = []
+
+        def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+            assert qos == 1  # the reference is QoS 1 both ways
+            self.topics.append(topic)
+
+    async def scenario() -> tuple[bool, bool, list[str]]:
+        requester = Requester()
+        requester.client = sent = Sent()  # type: ignore[assignment]
+        done = requester.broadcast(expected=2)
+        [topic] = sent.topics
+        assert topic.startswith("ref/all/req/")
+        rid = topic.rsplit("/", 1)[1]
+        answer = Publish(f"ref/res/{rid}/dev-00000", b"{}", qos=1, packet_id=1)
+        requester._on_publish(None, answer)  # type: ignore[arg-type]
+        requester._on_publish(None, answer)  # the same device again (a DUP resend): not a second answer
+        requester._on_publish(None, Publish("ref/res/other/dev-00001", b"{}", qos=1, packet_id=2))
+        after_duplicates = done.done()
+        requester._on_publish(None, Publish(f"ref/res/{rid}/dev-00001", b"{}", qos=1, packet_id=3))
+        return after_duplicates, done.done() and done.result() == 2, sent.topics
+
+    after_duplicates, finished, _ = asyncio.run(scenario())
+    assert not after_duplicates and finished
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_bench_emulators_persist_to_sqlite_unless_a_row_says_in_memory(in_memory, monkeypatch, tmp_path):
+    from bench import hubs
+    from bench.context import BenchContext, Sizes
+    from bench.report import Results
+    from emulator.loopback import EMULATOR_PORTS
+
+    started: list[list[str]] = []
+    checked_ports: list[tuple[int, ...]] = []
+
+    class FakeChild:
+        def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
+            started.append(argv)
+
+        def __enter__(self) -> "FakeChild":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def expect(self, event: str, timeout: float) -> dict:
+            return {"host_name": "h", "mqtt_port": 8883, "rest_port": 443, "ca_file": "ca", "cert_file": "c",
+                    "key_file": "k", "register_seconds": 0.0}
+
+    def free_address(ports, exclude=()):
+        checked_ports.append(tuple(ports))
+        return "127.0.0.77"
+
+    monkeypatch.setattr(hubs, "Child", FakeChild)
+    monkeypatch.setattr(hubs, "free_loopback_address", free_address)
+    ctx = BenchContext(Results(machine={}, mode="quick", started_utc="now"), Budget(60, FakeClock()),
+                       Sizes.quick(), tmp_path)
+    with hubs.running_hub(ctx, "h", 1, in_memory=in_memory) as hub:
+        assert hub.rest_port == 443
+    [argv] = started
+    assert ("--data-dir" in argv) is not in_memory
+    assert "--rest-port" not in argv  # the emulator's own port choice (443, or its fallback)
+    assert checked_ports == [tuple(EMULATOR_PORTS)]

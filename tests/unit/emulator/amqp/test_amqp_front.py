@@ -186,8 +186,109 @@ def test_full_queue_is_resource_limit_exceeded(emulator):
 def test_unknown_node_is_not_found(emulator):
     with opened(emulator) as connection:
         with pytest.raises(LinkDetached) as refused:
-            connection.create_receiver("/messages/events")
+            connection.create_receiver("/messages/nowhere")
         assert "not-found" in str(refused.value)
+
+
+# ---- the Event Hubs-compatible endpoint ----------------------------------------------------------
+def hub_name(emulator) -> str:
+    return emulator.server.host_name  # an IP here: the entity path is the whole name
+
+
+def test_messages_events_redirects_to_the_event_hubs_address_with_iothubs_info(emulator):
+    with opened(emulator) as connection:
+        with pytest.raises(LinkDetached) as redirected:
+            connection.create_receiver("amqps://x/messages/events/ConsumerGroups/$Default/Partitions/2")
+    condition = redirected.value.link.remote_condition
+    host = emulator.server.host_name
+    assert condition.name == "amqp:link:redirect"
+    assert condition.info == {symbol("hostname"): host, symbol("network-host"): host,
+                              symbol("port"): emulator.server.amqp_port,
+                              symbol("address"): f"amqps://{host}:{emulator.server.amqp_port}/{hub_name(emulator)}"
+                                                 "/ConsumerGroups/$Default/Partitions/2"}
+
+
+def test_no_redirect_without_service_connect(emulator):
+    with opened(emulator, mechanism="ANONYMOUS") as connection:
+        put_token(connection, policy_token(emulator, "registryRead"), f"https://{emulator.server.host_name}")
+        with pytest.raises(LinkDetached) as refused:
+            connection.create_receiver("/messages/events/$management")
+    assert "unauthorized-access" in str(refused.value)
+
+
+def selector(text: str) -> dict:
+    return {symbol("apache.org:selector-filter:string"): Described(ulong(0x0000468C00000004), text)}
+
+
+def test_a_partition_reader_starts_where_its_filter_says(emulator):
+    from emulator.hub.telemetry import partition_of
+    device = f"eh-{uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        emulator.call(lambda n=n: emulator.hub.receive_telemetry(device, f"m{n}".encode()))
+    sequence = emulator.call(lambda: emulator.hub.telemetry.messages(device)[1].sequence_number)
+    address = f"{hub_name(emulator)}/ConsumerGroups/$Default/Partitions/{partition_of(device)}"
+    with opened(emulator) as connection:
+        receiver = connection.create_receiver(address, credit=10, options=_Filter(selector(
+            f"amqp.annotation.x-opt-sequence-number >= '{sequence}'")))
+        got = [receiver.receive(timeout=10) for _ in range(2)]
+    assert [m.body for m in got] == [b"m1", b"m2"]
+    assert got[0].annotations["iothub-connection-device-id"] == device
+
+
+class _Filter:
+    """A proton LinkOption setting the source filter."""
+
+    def __init__(self, filters: dict):
+        self.filters = filters
+
+    def apply(self, link):
+        link.source.filter.put_object(self.filters)
+
+    def test(self, link):
+        return link.is_receiver
+
+
+@pytest.mark.parametrize(("address", "problem"), [
+    ("{hub}/ConsumerGroups/nope/Partitions/0", "consumer group 'nope' does not exist"),
+    ("{hub}/ConsumerGroups/$Default/Partitions/9", "partition '9' does not exist"),
+])
+def test_unknown_consumer_group_or_partition_is_not_found(emulator, address, problem):
+    with opened(emulator) as connection:
+        with pytest.raises(LinkDetached) as refused:
+            connection.create_receiver(address.format(hub=hub_name(emulator)))
+    assert "amqp:not-found" in str(refused.value) and problem in str(refused.value)
+
+
+def test_a_bad_start_filter_is_invalid_field(emulator):
+    with opened(emulator) as connection:
+        with pytest.raises(LinkDetached) as refused:
+            connection.create_receiver(f"{hub_name(emulator)}/ConsumerGroups/$Default/Partitions/0",
+                                       options=_Filter(selector("amqp.annotation.x-opt-offset > 'soon'")))
+    assert "amqp:invalid-field" in str(refused.value)
+
+
+def management_request(links, **properties) -> Message:
+    replies, requests = links
+    request_id = str(uuid.uuid4())
+    requests.send(Message(id=request_id, reply_to="$management", properties=properties))
+    answer = replies.receive(timeout=10)
+    assert answer.correlation_id == request_id
+    return answer
+
+
+def test_management_reads_the_event_hub_and_a_partition(emulator):
+    name = hub_name(emulator)
+    with opened(emulator) as connection:
+        links = connection.create_receiver("$management", credit=3), connection.create_sender("$management")
+        hub = management_request(links, operation="READ", name=name, type="com.microsoft:eventhub")
+        partition = management_request(links, operation="READ", name=name,
+                                       type="com.microsoft:partition", partition="1")
+        missing = management_request(links, operation="READ", name=name,
+                                     type="com.microsoft:partition", partition="7")
+    assert hub.properties["status-code"] == 200
+    assert hub.body["partition_ids"] == ["0", "1", "2", "3"] and hub.body["partition_count"] == 4
+    assert partition.body["partition"] == "1" and "begin_sequence_number" in partition.body
+    assert missing.properties["status-code"] == 404
 
 
 def test_feedback_arrives_as_a_json_batch_and_goes_once_accepted(emulator):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from service import demo as demo_module
-from service.demo_processes import (ChildProcess, ProcessFailed, child_env, free_loopback_address,
+from demo import cli as demo_module
+from demo.processes import (ChildProcess, ProcessFailed, child_env, free_loopback_address,
                                     stop_all)
-from service.demo_steps import CommandResult, LogFollower, StepFailed, Steps, display
-from service.demo_stories import _all_acknowledged, _readings
+from demo.steps import CommandResult, LogFollower, StepFailed, Steps, display
+from demo.stories import _all_acknowledged
 
 PY = sys.executable
 WELL_BEHAVED = ("import signal, sys, time\n"
@@ -129,11 +129,6 @@ def test_the_hub_line_is_shown_once(tmp_path):
     assert steps._visible_lines(second) == ["result 2"]
 
 
-def test_story_helpers():
-    messages = [{"body": '{"temperature": 21.5, "humidity": 40}'}, {"body": "not json"}, {"body": '{"x": 1}'}]
-    assert _readings(messages) == messages[:1]
-
-
 def test_acknowledgements_must_be_200_for_every_selected_device(tmp_path):
     steps = steps_for(tmp_path)
     ack = {"value": 43, "ac": 200, "ad": "completed", "av": 2}
@@ -161,17 +156,28 @@ def test_setup_failure_is_exit_3_and_stops_what_was_started(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("options", [["--connection-string", "HostName=h.azure-devices.net;SharedAccessKeyName=p;"
                                                             "SharedAccessKey=a2V5"], ["--json"], ["--ca-file", "/ca.pem"]])
-def test_demo_refuses_hub_settings(options, tmp_path, monkeypatch):
+def test_demo_takes_no_hub_settings(options, monkeypatch):
+    """It runs its own throwaway emulator and never touches another hub: hub options are refused."""
     from click.testing import CliRunner
-    from service.cli import cli
     monkeypatch.setattr(demo_module, "run_demo", lambda *a, **k: pytest.fail("the demo must not start"))
-    result = CliRunner().invoke(cli, [*options, "demo"])
+    result = CliRunner().invoke(demo_module.demo, options)
     assert result.exit_code == 2
-    assert f"demo takes no {options[0]}" in result.stderr and "a2V5" not in result.output
+    assert f"No such option '{options[0]}'" in result.stderr and "a2V5" not in result.output
+
+
+def test_the_service_cli_has_no_demo_and_never_imports_the_emulator():
+    """The operator's CLI talks to Azure IoT Hub: importing it must not pull in the emulator."""
+    import subprocess
+    code = ("import sys, service.cli; from click.testing import CliRunner; "
+            "assert 'demo' not in service.cli.cli.commands; "
+            "print(sorted(m for m in sys.modules if m == 'emulator' or m.startswith('emulator.')))")
+    done = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_scale_story_tallies_per_device_results_and_fails_on_a_short_job(tmp_path):
-    from service.demo_stories import _device_results, _method_status, _tally
+    from demo.stories import _device_results, _method_status, _tally
 
     steps = steps_for(tmp_path)
     answered = {"status": "completed", "outcome": {"deviceMethodResponse": {"status": 200}}}

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .demo_steps import StepFailed, Steps, not_telemetry
+from .steps import StepFailed, Steps, not_telemetry
 
 POLL = ("--poll-interval", "0.5")  # the demo's devices answer in well under a second
 LAB_TAG = {"site": "lab"}
@@ -145,8 +145,7 @@ def _ack(value: Any, expected: Any) -> bool:
 
 
 # -- 3. IoT Central sensor ---------------------------------------------------------------------------------
-def sensor_story(steps: Steps, cast: Cast, telemetry: Callable[[str], list[dict]]) -> str:
-    """`telemetry(device_id)` returns the messages the hub received from the device."""
+def sensor_story(steps: Steps, cast: Cast) -> str:
     sensor = cast.sensor
     steps.say(f"{sensor} was provisioned through DPS (group enrollment) when it started:")
     steps.earlier_device_lines(sensor, lambda line: " provision" in line)
@@ -154,15 +153,14 @@ def sensor_story(steps: Steps, cast: Cast, telemetry: Callable[[str], list[dict]
     steps.show("device", "show", sensor)
 
     steps.say()
-    steps.say("Its telemetry reaches the hub. The service SDK cannot read device-to-cloud messages (on "
-              "Azure they go to the Event Hubs-compatible endpoint), so the demo asks the emulator's own "
-              "route, which exists only on the emulator:")
-    steps.say(f"$ GET /_emulator/devices/{sensor}/messages")
-    messages = steps.wait_until(lambda: _at_least(2, _readings(telemetry(sensor))), "telemetry from the sensor",
-                                timeout=20)
-    latest = messages[-1]
-    steps.say(f"    {len(messages)} telemetry messages received so far; the latest at {latest.get('enqueuedTime')}: "
-              f"{latest.get('body')} ({_content(latest)})")
+    steps.say("Its telemetry reaches the hub's built-in Event Hubs-compatible endpoint, where Azure keeps it "
+              "too; `monitor` reads it there (found through the hub's redirect, as `az iot hub monitor-events` "
+              "does):")
+    result = steps.show("monitor", sensor, "--start", "earliest", "--count", "2", "--timeout", "30",
+                        "--properties", timeout=90)
+    readings = [line for line in result.stdout.splitlines() if f" {sensor} " in line]
+    if len(readings) < 2:
+        raise StepFailed(f"monitor showed {len(readings)} telemetry messages from {sensor}, expected 2")
 
     steps.say()
     steps.say("The IoT Central commands:")
@@ -183,31 +181,8 @@ def sensor_story(steps: Steps, cast: Cast, telemetry: Callable[[str], list[dict]
     steps.show("query", "SELECT deviceId, properties.reported.name, properties.reported.brightness "
                         f"FROM devices WHERE deviceId = '{sensor}'")
     steps.device_lines(lambda line: sensor in line and " telemetry " not in line)
-    return (f"{sensor}: provisioned, {len(messages)} telemetry messages received, 4 commands answered, "
+    return (f"{sensor}: provisioned, {len(readings)} telemetry messages read, 4 commands answered, "
             "name and brightness acknowledged")
-
-
-def _at_least(count: int, items: list[dict]) -> list[dict]:
-    return items if len(items) >= count else []
-
-
-def _readings(messages: list[dict]) -> list[dict]:
-    """The messages whose body is the sensor's JSON reading."""
-    out = []
-    for message in messages:
-        try:
-            body = json.loads(message.get("body") or "")
-        except (TypeError, ValueError):
-            continue
-        if isinstance(body, dict) and "temperature" in body and "humidity" in body:
-            out.append(message)
-    return out
-
-
-def _content(message: dict) -> str:
-    system = message.get("systemProperties") or {}
-    return f"{system.get('$.ct') or system.get('contentType') or '?'}, " \
-           f"{system.get('$.ce') or system.get('contentEncoding') or '?'}"
 
 
 def _writable_acknowledged(twin: dict, version: Any) -> bool:

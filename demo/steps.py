@@ -19,7 +19,7 @@ import click
 
 from hubsettings import mask_secrets
 
-from .demo_processes import LINUX_DEATH_SIGNAL, ChildProcess, service_command
+from .processes import LINUX_DEATH_SIGNAL, ChildProcess, service_command
 
 COMMAND_TIMEOUT = 90.0  # no service command of the demo should take more than a few seconds
 DISPLAY_NAME = "iothub-service"  # what the user would type; the demo runs `python -m service`

@@ -1,0 +1,5 @@
+"""`python -m demo`."""
+
+from .cli import main
+
+main()
