@@ -33,7 +33,7 @@ READY_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 120.0
 MARKER = re.compile(r"^<!-- test: (\w+)(.*?)-->\s*$")
 _SHAPES = [
-    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"), "<datetime>"),
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"), "<datetime>"),
     (re.compile(r"\b\d\d:\d\d:\d\d\b"), "<time>"),
     (re.compile(r"\b\d+(\.\d+)? s\b"), "<n> s"),
     (re.compile(r"etag [A-Za-z0-9+/=\"]+"), "etag <etag>"),
