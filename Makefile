@@ -48,11 +48,13 @@ apt_install = { command -v apt-get >/dev/null && \
     $$SUDO apt-get install -y -q $(1) >/dev/null 2>&1 || \
     { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q $(1) >/dev/null; }; }; }
 
+## The two halves of `make test`: unit tests (no sockets) and everything else (end-to-end, reliability,
+## conformance, the pytest plugin, the README's own commands).
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-test-e2e: $(STAMP)
-	$(PY) -m pytest -q tests/e2e $(PYTEST_ARGS)
+test-e2e: $(STAMP) conformance-deps
+	$(PY) -m pytest -q tests --ignore=tests/unit $(PYTEST_ARGS)
 
 ## Benchmarks (bounded; results in bench/results/latest.{json,md}); `make bench-deps` installs mosquitto.
 bench: $(STAMP)

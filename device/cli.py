@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from hubsettings import DeviceSettings, SettingsError, mask_secrets, resolve_device_settings
+from hubsettings import DeviceSettings, SettingsError, mask_secrets, resolve_device_settings, with_registered_key
 
 from .app import RunOptions
 from .connecting import Backoff
@@ -219,7 +219,7 @@ def cli(ctx: click.Context, count: int | None, device_id_prefix: str, connection
             devices = read_connection_strings(connection_strings_file,
                                               lambda line: resolve_with_env_file({**flags, **line}))
         elif count is None:
-            devices = [resolve_with_env_file(flags)]
+            devices = [with_registered_key(resolve_with_env_file(flags))]
         else:
             devices = fleet_settings(flags, count, device_id_prefix, resolve_with_env_file)
         log.info(devices[0].describe() + (f" (and {len(devices) - 1} more devices: "

@@ -8,13 +8,13 @@ EXIT_USAGE = 2  # bad command-line usage (click)
 EXIT_SETTINGS = 3  # settings cannot be used (connection string, CA file, DPS settings, --count)
 EXIT_AUTH = 4  # the hub or DPS refused the credentials (wrong key, unknown or disabled device)
 EXIT_UNREACHABLE = 5  # the hub or DPS could not be reached within --connect-timeout
-EXIT_PROVISIONING = 6  # DPS answered but did not assign the device to a hub
+EXIT_PROVISIONING = 6  # DPS refused the registration (e.g. 409) or did not assign the device to a hub
 EXIT_INTERRUPTED = 130  # a fleet (--count, --connection-strings-file) stopped by Ctrl-C
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 stopped by SIGTERM (or Ctrl-C, one device); 1 unexpected error; 2 usage error; "
     "3 bad settings; 4 credentials refused by the hub or DPS; "
-    "5 hub or DPS unreachable within --connect-timeout; 6 DPS did not assign the device; "
+    "5 hub or DPS unreachable within --connect-timeout; 6 DPS did not assign the device (or refused it); "
     "130 a fleet stopped by Ctrl-C (a fleet's 3-6: none of its devices started, for that reason)."
 )
 

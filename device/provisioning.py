@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,10 +31,43 @@ async def provision(settings: ProvisioningSettings, ca_pem: str | None, factory:
             raise ProvisioningFailed(
                 f"DPS {settings.host} refused registration {settings.registration_id}: "
                 f"{describe_error(e)}") from None
+        except sdk_errors.ClientError as e:
+            status = refused_status(e)
+            if status is None:
+                raise
+            raise ProvisioningFailed(refusal_message(settings, status)) from None
 
     result = await with_backoff(register_once, what="provisioning", target=f"DPS {settings.host}",
                                 backoff=backoff, say=say, hint=hint, sleep=sleep, clock=clock)
     return identity_from_registration(result, settings)
+
+
+_STATUS = re.compile(r"service error status code (\d{3})")
+
+
+def refused_status(error: BaseException) -> int | None:
+    """The HTTP status of a DPS answer that another attempt cannot change (4xx but 429), found in the
+    SDK's exception chain; None for anything worth retrying."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        match = _STATUS.search(str(current))
+        if match:
+            status = int(match.group(1))
+            return status if 400 <= status < 500 and status != 429 else None
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def refusal_message(settings: ProvisioningSettings, status: int) -> str:
+    message = f"DPS {settings.host} refused registration {settings.registration_id} (status {status})"
+    if status == 409:
+        return (f"{message}: a device {settings.registration_id} is already registered in the hub with other "
+                f"keys, and DPS does not re-key a device it did not provision. Use its own connection string: "
+                f"`iothub-service device connection-string {settings.registration_id} --show-key`, passed as "
+                "--connection-string")
+    return f"{message}: check the id scope, the registration id and the enrollment"
 
 
 def identity_from_registration(result: Any, settings: ProvisioningSettings) -> HubIdentity:

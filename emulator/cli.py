@@ -1,7 +1,8 @@
 """`iothub-emulator` / `python -m emulator`: run the local IoT Hub emulator until Ctrl-C or SIGTERM;
 `iothub-emulator dps compute-device-key`: a device key of the emulator's DPS group enrollment.
 
-Exit codes: 0 clean stop; 1 cannot start (data directory, certificates); 2 bad options;
+Exit codes: 0 clean stop; 1 cannot start (data directory, certificates, another emulator's discovery
+file); 2 bad options;
 3 the address/port is already taken (or not a local address).
 """
 
@@ -9,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 import click
 
-from hubsettings import SasError, derive_device_key, is_loopback_host, mask_key, mask_secrets, wellknown
-from hubsettings.discovery import emulator_home
+from hubsettings import (SasError, derive_device_key, emulator_environment, is_loopback_host, mask_key,
+                         mask_secrets, wellknown)
+from hubsettings.discovery import default_data_dir, default_discovery_file, read_discovery
 
 from .amqp.server import DEFAULT_PORT as AMQP_PORT
 from .certs import CertificateError
@@ -63,14 +66,16 @@ def _check_consumer_groups(ctx: click.Context, param: click.Parameter, names: tu
               help="AMQP/TLS port for services: cloud-to-device messages and their feedback (the SDKs "
                    "always dial 5671).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"Where the registry, twins and certificates are kept. Default: {emulator_home()}")
+              help="Where the registry, twins and certificates are kept. Default: the emulator home "
+                   "($IOTHUB_EMULATOR_HOME, else ~/.iothub-emulator) on 127.0.0.1; <home>/hubs/<address> on "
+                   "any other address, so emulators side by side never share one.")
 @click.option("--in-memory", is_flag=True, help="Keep nothing on disk (state is lost at exit).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--show-keys", is_flag=True, help="Print the development keys in full (masked otherwise).")
 @click.option("--discovery-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the discovery file the device and service programs read. Default: "
-                   "$IOTHUB_EMULATOR_DISCOVERY or <home>/discovery.json.")
+                   "$IOTHUB_EMULATOR_DISCOVERY, else discovery.json in the default data directory.")
 @click.option("--no-discovery", is_flag=True, help="Do not write a discovery file.")
 @click.option("--throttle", type=click.Choice(list(TIERS), case_sensitive=False), default=None,
               help="Throttle the service API as an IoT hub of this tier (one unit) does: past the limit, "
@@ -89,6 +94,14 @@ def main(ctx: click.Context, address: str, host_name: str | None, mqtt_port: int
         return
     if in_memory and data_dir:
         raise click.UsageError("--in-memory and --data-dir exclude each other")
+    # IOTHUB_EMULATOR_HOME and IOTHUB_EMULATOR_DISCOVERY: flag > environment > .env, as for the other programs.
+    env = emulator_environment()
+    if not in_memory and data_dir is None:
+        data_dir = default_data_dir(address, env)
+    if not no_discovery and discovery_file is None:
+        discovery_file = default_discovery_file(address, env)
+    if not no_discovery:
+        _refuse_foreign_discovery_file(discovery_file)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
     config = EmulatorConfig(address=address, host_name=host_name or default_host_name(address),
@@ -101,6 +114,15 @@ def main(ctx: click.Context, address: str, host_name: str | None, mqtt_port: int
         asyncio.run(_serve(EmulatorServer(config), show_keys))
     except KeyboardInterrupt:  # where signal handlers are unavailable (Windows), Ctrl-C lands here
         pass
+
+
+def _refuse_foreign_discovery_file(path: Path) -> None:
+    """Another running emulator's discovery file is never overwritten: its clients would silently switch."""
+    owner = read_discovery(path)
+    if owner is not None and owner.pid not in (None, os.getpid()):
+        raise StartError(f"{path} is the discovery file of the emulator running on {owner.mqtt_address} "
+                         f"(pid {owner.pid}): give this one its own --discovery-file, or leave "
+                         "IOTHUB_EMULATOR_DISCOVERY unset so each address gets its own", EXIT_START_FAILED)
 
 
 async def _serve(server: EmulatorServer, show_keys: bool) -> None:

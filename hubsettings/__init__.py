@@ -11,14 +11,15 @@ from . import wellknown
 from .discovery import EmulatorInfo, discovery_path, emulator_home, read_discovery, write_discovery
 from .errors import SettingsError
 from .masking import mask_key, mask_secrets
-from .resolve import (DeviceSettings, ProvisioningSettings, ServiceSettings, read_ca_file,
-                      resolve_device_settings, resolve_service_settings)
+from .resolve import (DeviceSettings, ProvisioningSettings, ServiceSettings, emulator_environment, read_ca_file,
+                      resolve_device_settings, resolve_service_settings, with_registered_key)
 from .sas import SasError, build_token, derive_device_key, parse_token
 
 __all__ = [
     "ConnectionString", "ConnectionStringError", "is_loopback_host", "parse_connection_string", "split_host_port",
     "EmulatorInfo", "discovery_path", "emulator_home", "read_discovery", "write_discovery",
     "SettingsError", "mask_key", "mask_secrets", "DeviceSettings", "ProvisioningSettings",
-    "ServiceSettings", "read_ca_file", "resolve_device_settings", "resolve_service_settings",
+    "ServiceSettings", "emulator_environment", "read_ca_file", "resolve_device_settings", "resolve_service_settings",
+    "with_registered_key",
     "SasError", "build_token", "derive_device_key", "parse_token",
 ]

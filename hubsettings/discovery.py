@@ -1,30 +1,68 @@
 """The emulator's discovery file: how the device and service programs find a running local emulator.
 
 The emulator writes it at start and removes it at a clean stop; the settings read it when nothing else
-is configured. Location: $IOTHUB_EMULATOR_DISCOVERY, else ~/.iothub-emulator/discovery.json. It holds
-only the emulator's well-known development credentials (file mode 0600 all the same).
+is configured. One emulator per address: the default address (127.0.0.1) keeps its data and discovery
+file in the emulator home (~/.iothub-emulator, or $IOTHUB_EMULATOR_HOME); any other address in
+<home>/hubs/<address>/, so a second emulator never touches the first one's files.
+$IOTHUB_EMULATOR_DISCOVERY names one file explicitly. It holds only the emulator's well-known development
+credentials (file mode 0600 all the same).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 DISCOVERY_ENV = "IOTHUB_EMULATOR_DISCOVERY"
 HOME_ENV = "IOTHUB_EMULATOR_HOME"
+DEFAULT_ADDRESS = "127.0.0.1"
+DISCOVERY_NAME = "discovery.json"
+HUBS_DIR = "hubs"
 
 
-def emulator_home(env: dict[str, str] | None = None) -> Path:
-    """The emulator's default data directory (certificates, SQLite store, discovery file)."""
+def expand_path(value: str) -> Path:
+    """A path setting as a shell would read it: `$VARS` and a leading `~` expanded."""
+    return Path(os.path.expanduser(os.path.expandvars(value)))
+
+
+def emulator_home(env: Mapping[str, str] | None = None) -> Path:
+    """The emulator's home: the default address's data directory, and the parent of the others'."""
     env = os.environ if env is None else env
-    return Path(env.get(HOME_ENV) or Path.home() / ".iothub-emulator")
+    value = env.get(HOME_ENV)
+    return expand_path(value) if value else Path.home() / ".iothub-emulator"
 
 
-def discovery_path(env: dict[str, str] | None = None) -> Path:
+def discovery_path(env: Mapping[str, str] | None = None) -> Path:
+    """The default address's discovery file, or the one $IOTHUB_EMULATOR_DISCOVERY names."""
     env = os.environ if env is None else env
-    return Path(env.get(DISCOVERY_ENV) or emulator_home(env) / "discovery.json")
+    value = env.get(DISCOVERY_ENV)
+    return expand_path(value) if value else emulator_home(env) / DISCOVERY_NAME
+
+
+def default_data_dir(address: str, env: Mapping[str, str] | None = None) -> Path:
+    """Where an emulator on `address` keeps its data unless told otherwise."""
+    home = emulator_home(env)
+    return home if address == DEFAULT_ADDRESS else home / HUBS_DIR / _safe(address)
+
+
+def default_discovery_file(address: str, env: Mapping[str, str] | None = None) -> Path:
+    """Where an emulator on `address` writes its discovery file unless told otherwise."""
+    env = os.environ if env is None else env
+    if env.get(DISCOVERY_ENV) or address == DEFAULT_ADDRESS:
+        return discovery_path(env)
+    return default_data_dir(address, env) / DISCOVERY_NAME
+
+
+def other_discovery_files(env: Mapping[str, str] | None = None) -> list[Path]:
+    """The discovery files of emulators on other addresses (<home>/hubs/*/discovery.json)."""
+    return sorted((emulator_home(env) / HUBS_DIR).glob(f"*/{DISCOVERY_NAME}"))
+
+
+def _safe(address: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in address)
 
 
 @dataclass

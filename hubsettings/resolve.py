@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dotenv import dotenv_values, find_dotenv
 
 from . import wellknown
 from .connection_string import ConnectionString, ConnectionStringError, parse_connection_string
-from .discovery import EmulatorInfo, discovery_path, emulator_home, read_discovery
+from .discovery import (DISCOVERY_ENV, EmulatorInfo, discovery_path, emulator_home, expand_path,
+                        other_discovery_files, read_discovery)
 from .errors import SettingsError
 from .masking import mask_key
+from .registry_key import registered_device_key
 from .sas import SasError, derive_device_key
 
 DEVICE_CONNECTION_STRING = "IOTHUB_DEVICE_CONNECTION_STRING"
@@ -53,6 +55,8 @@ class _Layers:
             dotenv_path = found or None
         self.dotenv_path = Path(dotenv_path) if dotenv_path else None
         dotenv = dotenv_values(self.dotenv_path) if self.dotenv_path and self.dotenv_path.is_file() else {}
+        # python-dotenv expands ${VAR}; a shell also expands $VAR, which .env.example's lines may use.
+        dotenv = {k: os.path.expandvars(v) for k, v in dotenv.items() if v}
         self.layers = [
             ("command line", {k: v for k, v in (flags or {}).items() if v not in (None, "")}),
             ("environment", {k: v for k, v in self.env.items() if v}),
@@ -84,7 +88,7 @@ class ProvisioningSettings:
     from_group_key: bool = False
 
     def describe(self) -> str:
-        how = "device key derived from the group key" if self.from_group_key else "symmetric key"
+        how = "group enrollment, derived device key" if self.from_group_key else "symmetric key"
         return (f"DPS {self.host} scope {self.id_scope} registration {self.registration_id} "
                 f"({how} {mask_key(self.symmetric_key)})")
 
@@ -97,6 +101,7 @@ class DeviceSettings:
     source: str
     is_emulator: bool = False
     emulator_running: bool = True
+    emulator: EmulatorInfo | None = None  # the running local emulator these settings came from
 
     @property
     def device_id(self) -> str:
@@ -151,9 +156,13 @@ def _explicit_ca(layers: _Layers) -> Path | None:
     value = layers.get(CA_FILE)
     if not value:
         return None
-    path = Path(value.value).expanduser()
+    path = expand_path(value.value)
     if not path.is_file():
         raise SettingsError(f"{CA_FILE} ({value.source}): {path} does not exist")
+    try:
+        read_ca_file(path)
+    except SettingsError as e:
+        raise SettingsError(f"{CA_FILE} ({value.source}): {e}") from None
     return path
 
 
@@ -175,9 +184,49 @@ def _parse(value: _Value, name: str, expect: str) -> ConnectionString:
 
 
 def _emulator(layers: _Layers) -> tuple[EmulatorInfo | None, str]:
+    """The local emulator to use and a phrase saying how it was chosen.
+
+    An explicit IOTHUB_EMULATOR_DISCOVERY names it. Otherwise the default address's emulator, naming any
+    others that run; with none there, the only other one; with several others, the user must choose:
+    a newcomer is never switched silently from one hub to another.
+    """
     env = layers.env_for_discovery()
     path = discovery_path(env)
-    return read_discovery(path), str(path)
+    info = read_discovery(path)
+    if env.get(DISCOVERY_ENV):
+        return info, f"discovery file {path}"
+    others = [(p, i) for p in other_discovery_files(env) if (i := read_discovery(p)) is not None]
+    if info is not None:
+        if not others:
+            return info, f"discovery file {path}"
+        names = ", ".join(f"{i.mqtt_address} ({DISCOVERY_ENV}={p})" for p, i in others)
+        return info, f"discovery file {path}; also running: {names}"
+    if len(others) == 1:
+        (only_path, only), = others
+        return only, f"discovery file {only_path}, the only emulator running"
+    if others:
+        listing = "; ".join(f"{i.mqtt_address}: {DISCOVERY_ENV}={p}" for p, i in others)
+        raise SettingsError(f"{len(others)} local emulators are running and none on the default address: "
+                            f"choose one by setting {listing}")
+    return None, f"discovery file {path}"
+
+
+def _emulator_serving(layers: _Layers, host: str) -> EmulatorInfo | None:
+    """The running local emulator whose host name a given connection string names, if any."""
+    env = layers.env_for_discovery()
+    paths = [discovery_path(env)] + ([] if env.get(DISCOVERY_ENV) else other_discovery_files(env))
+    for path in paths:
+        info = read_discovery(path)
+        if info is not None and info.host_name.lower() == host.lower():
+            return info
+    return None
+
+
+def emulator_environment(env: Mapping[str, str] | None = None,
+                         dotenv_path: str | Path | None = None) -> dict[str, str]:
+    """The environment with IOTHUB_EMULATOR_HOME and IOTHUB_EMULATOR_DISCOVERY taken from .env when the
+    environment does not set them: the emulator reads .env as the device and service programs do."""
+    return _Layers(None, env, dotenv_path).env_for_discovery()
 
 
 def resolve_device_settings(flags: Mapping[str, str | None] | None = None, *,
@@ -196,13 +245,13 @@ def resolve_device_settings(flags: Mapping[str, str | None] | None = None, *,
 
     if cs_value:
         cs = _parse(cs_value, DEVICE_CONNECTION_STRING, "device")
-        emulator = None if is_azure_host(cs.host) else _emulator(layers)[0]
+        emulator = None if is_azure_host(cs.host) else _emulator_serving(layers, cs.host)
         return DeviceSettings(cs, None, _ca_for_host(layers, cs.host, emulator), cs_value.source,
                               is_emulator=bool(emulator and emulator.host_name == cs.host))
 
     if any(dps_given.values()):
         prov = _provisioning_from_layers(layers, dps_given)
-        emulator = None if is_azure_host(prov.host) else _emulator(layers)[0]
+        emulator = None if is_azure_host(prov.host) else _emulator_serving(layers, prov.host)
         source = next(v.source for v in dps_given.values() if v)
         return DeviceSettings(None, prov, _ca_for_host(layers, prov.host, emulator), source,
                               is_emulator=bool(emulator and emulator.host_name == prov.host))
@@ -240,11 +289,11 @@ def _checked_key(value: _Value) -> str:
 
 
 def _emulator_device_settings(layers: _Layers) -> DeviceSettings:
-    emulator, path = _emulator(layers)
+    emulator, source = _emulator(layers)
     device_id_value = layers.get(DEVICE_ID)
     device_id = device_id_value.value if device_id_value else wellknown.DEVICE_ID
     if emulator:
-        source, host = f"discovery file {path}", emulator.host_name
+        host = emulator.host_name
         ca = _explicit_ca(layers) or Path(emulator.ca_file)
         known = emulator.device_connection_strings.get(device_id)
         group_key, scope = emulator.provisioning_group_key, emulator.provisioning_id_scope
@@ -261,7 +310,27 @@ def _emulator_device_settings(layers: _Layers) -> DeviceSettings:
     # Any other device id: provision it through the emulator's well-known group enrollment.
     prov = ProvisioningSettings(prov_host, scope, device_id, derive_device_key(group_key, device_id),
                                 from_group_key=True)
-    return DeviceSettings(None, prov, ca, source, is_emulator=True, emulator_running=running)
+    return DeviceSettings(None, prov, ca, source, is_emulator=True, emulator_running=running,
+                          emulator=emulator)
+
+
+def with_registered_key(settings: DeviceSettings) -> DeviceSettings:
+    """For one device the local emulator would provision through DPS: when it is already registered
+    with other keys (e.g. `iothub-service device create`), its own connection string, with the key read
+    from the emulator's registry. DPS, as on Azure, will not re-key a device it did not provision (409).
+
+    One HTTPS request to the emulator: for a single device, not for each device of a fleet.
+    """
+    emulator, prov = settings.emulator, settings.provisioning
+    if emulator is None or prov is None or not prov.from_group_key:
+        return settings
+    key = registered_device_key(emulator, prov.registration_id, settings.ca_file)
+    if not key or key == prov.symmetric_key:
+        return settings  # not registered, or registered by DPS itself: DPS takes it
+    cs = parse_connection_string(wellknown.device_connection_string(emulator.host_name, prov.registration_id, key),
+                                 expect="device", what="emulator device connection string")
+    source = f"{settings.source}; key of registered device {prov.registration_id} read from the emulator's registry"
+    return replace(settings, connection_string=cs, provisioning=None, source=source)
 
 
 def resolve_service_settings(flags: Mapping[str, str | None] | None = None, *,
@@ -272,15 +341,15 @@ def resolve_service_settings(flags: Mapping[str, str | None] | None = None, *,
     cs_value = layers.get(SERVICE_CONNECTION_STRING)
     if cs_value:
         cs = _parse(cs_value, SERVICE_CONNECTION_STRING, "service")
-        emulator = None if is_azure_host(cs.host) else _emulator(layers)[0]
+        emulator = None if is_azure_host(cs.host) else _emulator_serving(layers, cs.host)
         return ServiceSettings(cs, _ca_for_host(layers, cs.host, emulator), cs_value.source,
                                is_emulator=bool(emulator and emulator.host_name == cs.host))
-    emulator, path = _emulator(layers)
+    emulator, source = _emulator(layers)
     if emulator:
         cs = parse_connection_string(emulator.service_connection_string, expect="service",
                                      what="emulator service connection string")
         ca = _explicit_ca(layers) or Path(emulator.ca_file)
-        return ServiceSettings(cs, ca, f"discovery file {path}", is_emulator=True)
+        return ServiceSettings(cs, ca, source, is_emulator=True)
     cs = parse_connection_string(wellknown.service_connection_string(), expect="service")
     ca = _explicit_ca(layers) or emulator_home(layers.env_for_discovery()) / "certs" / "ca.pem"
     return ServiceSettings(cs, ca, "well-known emulator defaults", is_emulator=True,
