@@ -4,7 +4,11 @@ publish-to-subscriber rate in the same run.
 - hub: `DEVICES` raw MQTT devices publish `PER_DEVICE` messages each to the emulator (bench.hub_host);
   one azure-eventhub EventHubConsumerClient reads all 4 partitions of the Event Hubs-compatible endpoint
   from "@latest". Rate = messages / (first publish -> last message read by the consumer); also the rate
-  at which the hub acknowledged them (PUBACK), to tell the hub's share from the consumer's.
+  at which the hub acknowledged them (PUBACK), to tell the hub's share from the consumer's. The consumer
+  is configured as `iothub-service monitor` configures it (its short socket timeout: the sync client's
+  partition loop otherwise blocks 0.2 s on each quiet partition) and takes each batch as soon as it is
+  read (no max_wait_time, which would hold a batch back until it is full or the wait is over). Then the
+  latency: `LATENCY_SAMPLES` messages at `LATENCY_RATE` msg/s, publish -> the consumer's callback.
 - mosquitto: the same devices publish QoS 1 to a mosquitto broker on TLS (a certificate from the emulator's
   own generator) and one MQTT subscriber on `bench/telemetry/#` reads them. Skipped with a note when
   mosquitto is not installed.
@@ -21,6 +25,7 @@ import json
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +43,15 @@ from .mosquitto_ref import _wait_listening as wait_listening
 from .mqtt_client import MqttClient, client_ssl_context, open_client
 from .processes import Child, free_loopback_address
 from .report import Figure, Results
+from .stats import summarize
 
 DEVICES, PER_DEVICE = 20, 500
 QUICK_DEVICES, QUICK_PER_DEVICE = 5, 100
 WINDOW = 50  # QoS 1 publishes a device keeps in flight
 PAYLOAD = b'{"temperature":21.5,"humidity":40}'
 MOSQUITTO_TOPIC = "bench/telemetry/"
+LATENCY_SAMPLES, LATENCY_RATE = 100, 20.0
+LATENCY_PREFIX = "latency-"
 
 
 async def _devices(host: str, port: int, ca_file: str, count: int, credentials: bool) -> list[MqttClient]:
@@ -94,21 +102,30 @@ class _Counter:
 def _hub_rate(ctx: BenchContext, devices: int, per_device: int) -> dict[str, Any]:
     from azure.eventhub import EventHubConsumerClient
 
+    from service.event_hub import SOCKET_TIMEOUT_S
+
     total = devices * per_device
     with running_hub(ctx, "hub-telemetry", devices, amqp=True) as hub:
         key = wellknown.POLICIES[wellknown.OWNER_POLICY][0]
         connection_string = event_hub_connection_string(hub.host_name, 5671, wellknown.OWNER_POLICY, key)
         client = EventHubConsumerClient.from_connection_string(connection_string, consumer_group="$Default",
-                                                               connection_verify=hub.ca_file, prefetch=1000)
+                                                               connection_verify=hub.ca_file, prefetch=1000,
+                                                               socket_timeout=SOCKET_TIMEOUT_S)
         warm, counter = _Counter(devices), _Counter(total)
         warming = threading.Event()
         warming.set()
 
+        sent: dict[str, float] = {}
+        arrived: dict[str, float] = {}
+
         def on_event_batch(context: Any, events: list) -> None:
+            if counter.reached.is_set():  # the latency phase
+                now = time.perf_counter()
+                arrived.update((body, now) for body in (e.body_as_str() for e in events) if body in sent)
             (warm if warming.is_set() else counter).add(len(events))
 
         reader = threading.Thread(target=client.receive_batch, daemon=True, kwargs={
-            "on_event_batch": on_event_batch, "max_batch_size": 1000, "max_wait_time": 1,
+            "on_event_batch": on_event_batch, "max_batch_size": 1000, "max_wait_time": None,
             "starting_position": "@latest"})
         reader.start()
         topic = "devices/{}/messages/events/"
@@ -129,6 +146,8 @@ def _hub_rate(ctx: BenchContext, devices: int, per_device: int) -> dict[str, Any
                 started = time.perf_counter()
                 await _publish_all(clients, per_device, topic.format)
                 acknowledged.append(time.perf_counter() - started)
+                if await asyncio.to_thread(counter.reached.wait, ctx.budget.cap(120)):
+                    await _publish_spaced(clients, sent, topic.format)
                 return started
             finally:
                 for device in clients:
@@ -141,8 +160,21 @@ def _hub_rate(ctx: BenchContext, devices: int, per_device: int) -> dict[str, Any
         if not done:
             raise RuntimeError(f"the consumer read {counter.count} of {total} messages within the time cap")
         seconds = counter.finished_at - started
+        latencies = [arrived[body] - at for body, at in sent.items() if body in arrived]
         return {"messages": total, "devices": devices, "seconds": seconds, "per_second": total / seconds,
-                "acknowledged_per_second": total / acknowledged[0]}
+                "acknowledged_per_second": total / acknowledged[0],
+                "latency": {"sent": len(sent), **asdict(summarize(latencies))} if latencies else None}
+
+
+async def _publish_spaced(clients: list[MqttClient], sent: dict[str, float], topic_of) -> None:
+    """`LATENCY_SAMPLES` messages at `LATENCY_RATE` msg/s, round the devices; then a moment for the last."""
+    for index in range(LATENCY_SAMPLES):
+        client = clients[index % len(clients)]
+        body = f"{LATENCY_PREFIX}{index}"
+        sent[body] = time.perf_counter()
+        client.publish(topic_of(client.client_id), body.encode(), qos=1)
+        await asyncio.sleep(1 / LATENCY_RATE)
+    await asyncio.sleep(2)
 
 
 def _mosquitto_rate(ctx: BenchContext, devices: int, per_device: int) -> dict[str, Any] | None:
@@ -206,6 +238,12 @@ def _record(ctx: BenchContext, result: dict[str, Any]) -> None:
                            note="emulator as shipped (SQLite); consumer: azure-eventhub EventHubConsumerClient"))
     ctx.results.add(Figure(SECTION, "  of which the hub acknowledged (PUBACK, durable)",
                            hub["acknowledged_per_second"], "msg/s"))
+    latency = hub["latency"]
+    if latency is None:
+        ctx.results.note("telemetry latency: none of the spaced messages reached the consumer")
+    else:
+        ctx.results.add(Figure(SECTION, f"telemetry latency, publish -> consumer p50 ({latency['count']} of "
+                               f"{latency['sent']} at {LATENCY_RATE:g} msg/s)", latency["p50_ms"], "ms"))
     ctx.results.details["telemetry"] = result
 
 
