@@ -4,10 +4,10 @@
 // content type and encoding, ack "full"), then the feedback receiver until a record came for each, then a
 // send to an unknown device. Prints one JSON object: step name -> {ok, value} or {ok: false, error}.
 const { Client } = require('azure-iothub');
-const { Message } = require('azure-iot-device'); // azure-iot-common's Message, which Client.send takes
+const { Message } = require('azure-iot-device'); // azure-iot-common's, which Client.send takes
 const { emit, call, step, sleep, required } = require('./common');
 
-const FEEDBACK_WAIT_MS = Number(process.env.FEEDBACK_WAIT_MS || 60000); // generous for a loaded machine; never reached when things work
+const FEEDBACK_WAIT_MS = 60000; // generous for a loaded machine; never reached when things work
 const CLOSE_WAIT_MS = 15000;
 const [unknownDevice, ...devices] = process.argv.slice(2);
 
