@@ -85,6 +85,11 @@ class FramePadder:
         return b"".join(out)
 
 
+#: open and close belong to the connection, not to the session on their channel: never dropped (the Node
+#: service SDK ends the session on channel 0, then sends its close on channel 0 and waits for ours).
+_CONNECTION_PERFORMATIVES = (0x10, 0x18)
+
+
 class EndedChannelFilter:
     """Stateful: drops the frames a client sends on a channel after its own `end` on it (azure-eventhub
     detaches its links after ending their session when it closes). Azure ignores them; proton would
@@ -104,8 +109,8 @@ class EndedChannelFilter:
                 code = body[2] if body[0] == 0x00 and body[1] == 0x53 else None
                 if code == 0x11:  # begin
                     self._ended.discard(channel)
-                elif channel in self._ended:
-                    continue
+                elif channel in self._ended and code not in _CONNECTION_PERFORMATIVES:
+                    continue  # a session frame on an ended session (a connection's close is not one)
                 elif code == 0x17:  # end
                     self._ended.add(channel)
             kept.append(frame)

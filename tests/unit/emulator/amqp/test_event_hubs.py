@@ -130,6 +130,13 @@ def test_frames_after_a_clients_end_on_that_channel_are_dropped_until_it_begins_
     assert incoming.feed(frame(begin, 1) + frame(detach, 1)) == frame(begin, 1) + frame(detach, 1)
 
 
+def test_the_connections_close_is_kept_after_the_client_ended_the_session_on_its_channel():
+    begin, end, close = performative(0x11, b"\x40", 1), performative(0x17, b"", 0), performative(0x18, b"", 0)
+    incoming = EndedChannelFilter()
+    incoming.feed(frame(begin, 0) + frame(end, 0))
+    assert incoming.feed(frame(close, 0)) == frame(close, 0)
+
+
 def test_a_huge_declared_frame_size_is_not_buffered():
     assert EndedChannelFilter().feed(b"\xff\xff\xff\xff\x02\x00\x00\x00") == b"\xff\xff\xff\xff\x02\x00\x00\x00"
 
