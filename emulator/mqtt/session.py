@@ -108,6 +108,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: IoT Hub's longest server-side keepalive timeout (29.45 minutes): 1.5 x the client's keepalive
+#: [MQTT-3.1.2-24], capped here, and also the timeout of a client that asks for none (keepalive 0).
+MAX_KEEPALIVE_TIMEOUT_SECONDS = 1767.0
+
+
+def keepalive_timeout(keepalive: int) -> float:
+    """Seconds of silence after which the hub drops a client that CONNECTed with ``keepalive``."""
+    if keepalive == 0:
+        return MAX_KEEPALIVE_TIMEOUT_SECONDS
+    return min(1.5 * keepalive, MAX_KEEPALIVE_TIMEOUT_SECONDS)
+
 
 # --------------------------------------------------------------------------------------------------
 # Events
@@ -125,6 +136,7 @@ class MessageReceived:
     payload: bytes
     qos: int
     packet_id: int | None
+    retain: bool = False  # IoT Hub keeps no retained messages; it marks the message `mqtt-retain`
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,9 +370,7 @@ class ServerConnection:
             if self._connect_timeout is None:
                 return None
             return self._last_received + self._connect_timeout
-        if self._connect.keepalive == 0:
-            return None
-        return self._last_received + 1.5 * self._connect.keepalive
+        return self._last_received + keepalive_timeout(self._connect.keepalive)
 
     def check_keepalive(self) -> list[Event]:
         """[ConnectionLost] if the deadline has passed (the connection is then closed), else []."""
@@ -389,11 +399,11 @@ class ServerConnection:
 
     def _on_publish(self, packet: Publish, events: list[Event]) -> None:
         if packet.qos == 0:
-            events.append(MessageReceived(packet.topic, packet.payload, 0, None))
+            events.append(MessageReceived(packet.topic, packet.payload, 0, None, packet.retain))
         elif packet.qos == 1:
             assert packet.packet_id is not None
             self._send(Puback(packet.packet_id))
-            events.append(MessageReceived(packet.topic, packet.payload, 1, packet.packet_id))
+            events.append(MessageReceived(packet.topic, packet.payload, 1, packet.packet_id, packet.retain))
         else:
             self._lose(events, "protocol violation: QoS 2 PUBLISH (QoS 2 is not supported)")
 

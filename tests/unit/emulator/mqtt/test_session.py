@@ -29,6 +29,7 @@ from emulator.mqtt.session import (
     SessionState,
     Subscribed,
     Unsubscribed,
+    keepalive_timeout,
 )
 
 DEVICE_CONNECT = Connect("myDeviceId", username="hub/myDeviceId/?api-version=2019-10-01",
@@ -362,12 +363,20 @@ def test_partial_bytes_count_as_activity():
     assert pair.server.check_keepalive() == []
 
 
-def test_keepalive_zero_means_none():
-    clock = Clock()
-    pair, _ = connected(clock=clock, connect=Connect("d", keepalive=0))
-    assert pair.server.keepalive_deadline() is None
-    clock.t += 10**9
+@pytest.mark.parametrize("keepalive", [0, 1178, 65535], ids=["none-asked", "just-over-the-cap", "max"])
+def test_iot_hub_drops_a_silent_client_after_29_45_minutes_at_most(keepalive):
+    """IoT Hub caps its server-side timeout at 1767 s, also for a client asking for no keepalive."""
+    clock = Clock(0.0)
+    pair, _ = connected(clock=clock, connect=Connect("d", keepalive=keepalive))
+    assert pair.server.keepalive_deadline() == 1767.0
+    clock.t = 1766.9
     assert pair.server.check_keepalive() == []
+    clock.t = 1767.0
+    assert pair.server.check_keepalive() == [ConnectionLost("keepalive expired", False)]
+
+
+def test_keepalive_below_the_cap_is_one_and_a_half_times():
+    assert [keepalive_timeout(k) for k in (1, 60, 1177)] == [1.5, 90.0, 1765.5]
 
 
 def test_connect_timeout_before_connect():
