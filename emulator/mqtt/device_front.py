@@ -53,6 +53,15 @@ TOKEN_HEAP_SLACK = 64
 
 
 @dataclass(frozen=True)
+class WillMessage:
+    """A device's will, from its CONNECT: sent as its telemetry if the connection ends without DISCONNECT."""
+    device_id: str
+    property_bag: str  # what follows `devices/{id}/messages/events/` in the will topic
+    payload: bytes
+    retain: bool
+
+
+@dataclass(frozen=True)
 class DeviceIdentity:
     device_id: str
     token_expiry: float  # IoT Hub drops a connection whose token expires (the SDK renews before)
@@ -90,6 +99,7 @@ class DeviceFront:
         # Connections holding PUBACKs of telemetry not yet committed, flushed by make_telemetry_durable().
         self._awaiting_commit: dict[ClientConnection, None] = {}  # (an ordered set)
         self._commit_scheduled = False
+        self._wills: dict[ClientConnection, WillMessage] = {}  # connections whose end sends a will
         for record in hub.saved_sessions():  # persistent sessions of devices, from before a restart
             self._sessions[("hub", record["client_id"])] = SessionState(
                 record["client_id"], {str(f): int(q) for f, q in record.get("subscriptions", {}).items()})
@@ -115,6 +125,8 @@ class DeviceFront:
                 self._on_delivered(client, event.packet_id)
             elif isinstance(event, ConnectionLost):
                 self._log_connection_lost(client, event)
+                if event.clean:  # DISCONNECT discards the will [MQTT-3.1.2-10]
+                    self._wills.pop(client, None)
                 self.client_closed(client)
         if client in self._awaiting_commit:
             self._schedule_commit()
@@ -152,6 +164,9 @@ class DeviceFront:
         return stored
 
     def client_closed(self, client: ClientConnection) -> None:
+        will = self._wills.pop(client, None)
+        if will is not None:
+            self._send_will(will)
         identity = self._identities.pop(client, None)
         if isinstance(identity, DeviceIdentity) and self._live.get(identity.device_id) is client:
             del self._live[identity.device_id]
@@ -235,6 +250,7 @@ class DeviceFront:
                      identity.device_id, client.peer, connect.clean_session, present,
                      ", ".join(session.subscriptions) or "none")
             self.hub.device_connected(identity.device_id, identity.model_id)
+            self._keep_will(client, identity.device_id, connect)
             if not present:
                 # A new session has none of the earlier publishes: those messages go out again.
                 self._cloud_in_flight.pop(identity.device_id, None)
@@ -242,6 +258,29 @@ class DeviceFront:
             self.deliver_cloud_messages(identity.device_id)
         else:
             log.info("DPS registration %s connected from %s", identity.registration_id, client.peer)
+
+    def _keep_will(self, client: ClientConnection, device_id: str, connect: Any) -> None:
+        """IoT Hub forwards a will as telemetry only when its topic is the device's telemetry topic."""
+        will = connect.will
+        if will is None:
+            return
+        events = f"devices/{device_id}/messages/events"
+        if will.topic != events and not will.topic.startswith(events + "/"):
+            log.info("device %s: ignoring its will on topic '%s': IoT Hub only sends a will published to "
+                     "%s/ (or %s/{property bag}) as telemetry", device_id, will.topic[:200], events, events)
+            return
+        self._wills[client] = WillMessage(device_id, will.topic[len(events) + 1:], will.payload, will.retain)
+
+    def _send_will(self, will: WillMessage) -> None:
+        """The connection ended without DISCONNECT: the will goes to the telemetry stream, marked
+        `iothub-MessageType: Will`, unless the device was deleted meanwhile."""
+        if self.hub.registry.find(will.device_id) is None:
+            return
+        system, application = _telemetry_properties(will.property_bag, retain=will.retain)
+        application["iothub-MessageType"] = "Will"
+        self.hub.receive_telemetry(will.device_id, will.payload, application, system, commit=False)
+        log.info("device %s: connection lost without DISCONNECT; its will was sent as telemetry", will.device_id)
+        self._schedule_commit()
 
     def _authenticate(self, connect: Any) -> DeviceIdentity | DpsIdentity:
         """Who the client is, decided by the username's shape: `{scope}/registrations/{id}/...` is a
@@ -334,9 +373,7 @@ class DeviceFront:
                 log.info("device %s answered method request %s, which is no longer awaited",
                          device_id, query["$rid"])
         elif topic == (events := f"devices/{device_id}/messages/events") or topic.startswith(events + "/"):
-            pairs = parse_properties(topic[len(events) + 1:])
-            system = {k: v for k, v in pairs if k.startswith("$.")}
-            application = {k: v for k, v in pairs if not k.startswith("$.")}
+            system, application = _telemetry_properties(topic[len(events) + 1:], retain=event.retain)
             self.hub.receive_telemetry(device_id, event.payload, application, system, commit=False)
             self._awaiting_commit[client] = None  # its PUBACK waits for the commit
         else:
@@ -430,6 +467,17 @@ class DeviceFront:
             lock_token = self._cloud_in_flight.get(identity.device_id, {}).pop(packet_id, None)
             if lock_token is not None:
                 self.hub.c2d.complete(identity.device_id, lock_token)
+
+
+def _telemetry_properties(bag: str, *, retain: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The property bag of `devices/{id}/messages/events/{bag}` -> (system, application) properties.
+    IoT Hub retains nothing: a PUBLISH with RETAIN=1 becomes a message with `mqtt-retain: true`."""
+    pairs = parse_properties(bag)
+    system = {k: v for k, v in pairs if k.startswith("$.")}
+    application = {k: v for k, v in pairs if not k.startswith("$.")}
+    if retain:
+        application["mqtt-retain"] = "true"
+    return system, application
 
 
 def _is_telemetry(event: Any) -> bool:
