@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from mqttcodec import Disconnect, Publish, Will
-from tests.unit.emulator.test_device_front import FakeClient, clock, front, hub, hub_connect  # noqa: F401
+from .test_device_front import FakeClient, clock, front, hub, hub_connect  # noqa: F401
 
 WILL_TOPIC = "devices/d1/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8&state=gone"
 
