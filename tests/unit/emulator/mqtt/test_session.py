@@ -475,6 +475,20 @@ def test_oversize_publish_closes_before_it_is_buffered():
     assert "exceeds" in events[0].reason
 
 
+@pytest.mark.parametrize("qos", [0, 1])
+def test_a_message_over_256_kb_closes_the_connection_unacknowledged(qos):
+    topic = "devices/d/messages/events/"
+    pair, _ = connected()
+    at_limit = Publish(topic, b"x" * (256 * 1024 - len(topic)), qos, 1 if qos else None)
+    assert pair.send(at_limit) == [MessageReceived(topic, at_limit.payload, qos, at_limit.packet_id)]
+    assert pair.received() == ([Puback(1)] if qos else [])
+    over = Publish(topic, at_limit.payload + b"x", qos, 2 if qos else None)
+    events = pair.send(over)
+    _assert_violation(pair, events)
+    assert "256 KB" in events[0].reason
+    assert pair.received() == []  # no PUBACK for a message the hub did not take
+
+
 def test_a_failing_handler_becomes_an_internal_error_not_an_exception(monkeypatch):
     pair, session = connected()
     monkeypatch.setattr(ServerConnection, "_send", lambda *a: 1 / 0)
