@@ -14,7 +14,9 @@ connection that asked. A persistent session (clean_session=0) keeps its
 subscriptions across reconnects and emulator restarts (through the hub's store), because the SDKs
 never subscribe again after a reconnect; clean_session=1 drops them. Every request is answered
 afresh: a `$rid` is the client's correlation value, reused freely, never a key to replay an answer.
-Nothing ever reaches another device's connection.
+Nothing ever reaches another device's connection. A will on the device's telemetry topic becomes its
+telemetry (`iothub-MessageType: Will`) when the connection ends without DISCONNECT; RETAIN=1 telemetry
+is marked `mqtt-retain: true` and nothing is retained.
 """
 
 from __future__ import annotations

@@ -74,3 +74,11 @@ def test_retained_telemetry_is_marked_mqtt_retain(front, hub, qos):
     first, second = hub.telemetry.messages("d1")
     assert first.properties == {"a": "1", "mqtt-retain": "true"}
     assert second.properties == {}
+
+
+def test_a_connection_taken_over_by_a_new_one_sends_its_will(front, hub):
+    old = connect_with_will(front, Will(WILL_TOPIC, b"old"))
+    new = FakeClient(front)
+    new.send(hub_connect())
+    assert old.closed and new.connection.state == "connected"
+    assert [m.body for m in hub.telemetry.messages("d1")] == [b"old"]
