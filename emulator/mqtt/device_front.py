@@ -166,14 +166,14 @@ class DeviceFront:
         return stored
 
     def client_closed(self, client: ClientConnection) -> None:
-        will = self._wills.pop(client, None)
-        if will is not None:
-            self._send_will(will)
         identity = self._identities.pop(client, None)
         if isinstance(identity, DeviceIdentity) and self._live.get(identity.device_id) is client:
             del self._live[identity.device_id]
             self.hub.device_disconnected(identity.device_id)
             log.info("device %s disconnected", identity.device_id)
+        will = self._wills.pop(client, None)
+        if will is not None:
+            self._send_will(will)
 
     def live_devices(self) -> list[str]:
         return list(self._live)
