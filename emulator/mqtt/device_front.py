@@ -14,7 +14,9 @@ connection that asked. A persistent session (clean_session=0) keeps its
 subscriptions across reconnects and emulator restarts (through the hub's store), because the SDKs
 never subscribe again after a reconnect; clean_session=1 drops them. Every request is answered
 afresh: a `$rid` is the client's correlation value, reused freely, never a key to replay an answer.
-Nothing ever reaches another device's connection.
+Nothing ever reaches another device's connection. A will on the device's telemetry topic becomes its
+telemetry (`iothub-MessageType: Will`) when the connection ends without DISCONNECT; RETAIN=1 telemetry
+is marked `mqtt-retain: true` and nothing is retained.
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ DESIRED_PATCH = "$iothub/twin/PATCH/properties/desired/"
 #: The token-expiry heap is rebuilt from the live connections once stale entries (reconnects, closed
 #: connections) outnumber them by this factor (plus a little slack), so it stays O(live devices).
 TOKEN_HEAP_SLACK = 64
+
+
+@dataclass(frozen=True)
+class WillMessage:
+    """A device's will, from its CONNECT: sent as its telemetry if the connection ends without DISCONNECT."""
+    device_id: str
+    property_bag: str  # what follows `devices/{id}/messages/events/` in the will topic
+    payload: bytes
+    retain: bool
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,7 @@ class DeviceFront:
         # Connections holding PUBACKs of telemetry not yet committed, flushed by make_telemetry_durable().
         self._awaiting_commit: dict[ClientConnection, None] = {}  # (an ordered set)
         self._commit_scheduled = False
+        self._wills: dict[ClientConnection, WillMessage] = {}  # connections whose end sends a will
         for record in hub.saved_sessions():  # persistent sessions of devices, from before a restart
             self._sessions[("hub", record["client_id"])] = SessionState(
                 record["client_id"], {str(f): int(q) for f, q in record.get("subscriptions", {}).items()})
@@ -115,6 +127,8 @@ class DeviceFront:
                 self._on_delivered(client, event.packet_id)
             elif isinstance(event, ConnectionLost):
                 self._log_connection_lost(client, event)
+                if event.clean:  # DISCONNECT discards the will [MQTT-3.1.2-10]
+                    self._wills.pop(client, None)
                 self.client_closed(client)
         if client in self._awaiting_commit:
             self._schedule_commit()
@@ -157,6 +171,9 @@ class DeviceFront:
             del self._live[identity.device_id]
             self.hub.device_disconnected(identity.device_id)
             log.info("device %s disconnected", identity.device_id)
+        will = self._wills.pop(client, None)
+        if will is not None:
+            self._send_will(will)
 
     def live_devices(self) -> list[str]:
         return list(self._live)
@@ -235,6 +252,7 @@ class DeviceFront:
                      identity.device_id, client.peer, connect.clean_session, present,
                      ", ".join(session.subscriptions) or "none")
             self.hub.device_connected(identity.device_id, identity.model_id)
+            self._keep_will(client, identity.device_id, connect)
             if not present:
                 # A new session has none of the earlier publishes: those messages go out again.
                 self._cloud_in_flight.pop(identity.device_id, None)
@@ -242,6 +260,29 @@ class DeviceFront:
             self.deliver_cloud_messages(identity.device_id)
         else:
             log.info("DPS registration %s connected from %s", identity.registration_id, client.peer)
+
+    def _keep_will(self, client: ClientConnection, device_id: str, connect: Any) -> None:
+        """IoT Hub forwards a will as telemetry only when its topic is the device's telemetry topic."""
+        will = connect.will
+        if will is None:
+            return
+        events = f"devices/{device_id}/messages/events"
+        if will.topic != events and not will.topic.startswith(events + "/"):
+            log.info("device %s: ignoring its will on topic '%s': IoT Hub only sends a will published to "
+                     "%s/ (or %s/{property bag}) as telemetry", device_id, will.topic[:200], events, events)
+            return
+        self._wills[client] = WillMessage(device_id, will.topic[len(events) + 1:], will.payload, will.retain)
+
+    def _send_will(self, will: WillMessage) -> None:
+        """The connection ended without DISCONNECT: the will goes to the telemetry stream, marked
+        `iothub-MessageType: Will`, unless the device was deleted meanwhile."""
+        if self.hub.registry.find(will.device_id) is None:
+            return
+        system, application = _telemetry_properties(will.property_bag, retain=will.retain)
+        application["iothub-MessageType"] = "Will"
+        self.hub.receive_telemetry(will.device_id, will.payload, application, system, commit=False)
+        log.info("device %s: connection lost without DISCONNECT; its will was sent as telemetry", will.device_id)
+        self._schedule_commit()
 
     def _authenticate(self, connect: Any) -> DeviceIdentity | DpsIdentity:
         """Who the client is, decided by the username's shape: `{scope}/registrations/{id}/...` is a
@@ -334,9 +375,7 @@ class DeviceFront:
                 log.info("device %s answered method request %s, which is no longer awaited",
                          device_id, query["$rid"])
         elif topic == (events := f"devices/{device_id}/messages/events") or topic.startswith(events + "/"):
-            pairs = parse_properties(topic[len(events) + 1:])
-            system = {k: v for k, v in pairs if k.startswith("$.")}
-            application = {k: v for k, v in pairs if not k.startswith("$.")}
+            system, application = _telemetry_properties(topic[len(events) + 1:], retain=event.retain)
             self.hub.receive_telemetry(device_id, event.payload, application, system, commit=False)
             self._awaiting_commit[client] = None  # its PUBACK waits for the commit
         else:
@@ -430,6 +469,17 @@ class DeviceFront:
             lock_token = self._cloud_in_flight.get(identity.device_id, {}).pop(packet_id, None)
             if lock_token is not None:
                 self.hub.c2d.complete(identity.device_id, lock_token)
+
+
+def _telemetry_properties(bag: str, *, retain: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The property bag of `devices/{id}/messages/events/{bag}` -> (system, application) properties.
+    IoT Hub retains nothing: a PUBLISH with RETAIN=1 becomes a message with `mqtt-retain: true`."""
+    pairs = parse_properties(bag)
+    system = {k: v for k, v in pairs if k.startswith("$.")}
+    application = {k: v for k, v in pairs if not k.startswith("$.")}
+    if retain:
+        application["mqtt-retain"] = "true"
+    return system, application
 
 
 def _is_telemetry(event: Any) -> bool:

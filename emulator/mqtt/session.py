@@ -32,7 +32,8 @@ What the session does by itself:
 - Outbound QoS 1 packet ids 1..65535, skipping ids still in flight; in-flight publishes live in the
   SessionState until PUBACKed and are resent with DUP=1 by ``accept()`` on the next connection.
 - Protocol violations close the connection with ConnectionLost(clean=False): a packet before CONNECT,
-  a second CONNECT, an inbound QoS 2 PUBLISH (IoT Hub has no QoS 2), PUBREC/PUBREL/PUBCOMP, and
+  a second CONNECT, an inbound QoS 2 PUBLISH (IoT Hub has no QoS 2), a PUBLISH over IoT Hub's 256 KB
+  message limit (topic and payload; refused before any PUBACK), PUBREC/PUBREL/PUBCOMP, and
   packets only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP). After close, bytes are ignored.
 
 Pipelined packets: a client may send packets right behind CONNECT without waiting for CONNACK, and
@@ -108,6 +109,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: IoT Hub's longest server-side keepalive timeout (29.45 minutes): 1.5 x the client's keepalive
+#: [MQTT-3.1.2-24], capped here, and also the timeout of a client that asks for none (keepalive 0).
+MAX_KEEPALIVE_TIMEOUT_SECONDS = 1767.0
+
+
+#: IoT Hub's largest message: a PUBLISH whose topic (with its property bag) and payload are longer is
+#: refused before it is acknowledged, and IoT Hub closes the connection.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+def keepalive_timeout(keepalive: int) -> float:
+    """Seconds of silence after which the hub drops a client that CONNECTed with ``keepalive``."""
+    if keepalive == 0:
+        return MAX_KEEPALIVE_TIMEOUT_SECONDS
+    return min(1.5 * keepalive, MAX_KEEPALIVE_TIMEOUT_SECONDS)
+
 
 # --------------------------------------------------------------------------------------------------
 # Events
@@ -125,6 +142,7 @@ class MessageReceived:
     payload: bytes
     qos: int
     packet_id: int | None
+    retain: bool = False  # IoT Hub keeps no retained messages; it marks the message `mqtt-retain`
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,9 +376,7 @@ class ServerConnection:
             if self._connect_timeout is None:
                 return None
             return self._last_received + self._connect_timeout
-        if self._connect.keepalive == 0:
-            return None
-        return self._last_received + 1.5 * self._connect.keepalive
+        return self._last_received + keepalive_timeout(self._connect.keepalive)
 
     def check_keepalive(self) -> list[Event]:
         """[ConnectionLost] if the deadline has passed (the connection is then closed), else []."""
@@ -388,12 +404,16 @@ class ServerConnection:
             events.append(ConnectRequested(packet))
 
     def _on_publish(self, packet: Publish, events: list[Event]) -> None:
-        if packet.qos == 0:
-            events.append(MessageReceived(packet.topic, packet.payload, 0, None))
+        size = len(packet.payload) + len(packet.topic.encode("utf-8"))
+        if size > MAX_MESSAGE_BYTES:
+            self._lose(events, f"message too large: {size} bytes of topic and payload, over IoT Hub's "
+                               f"{MAX_MESSAGE_BYTES} (256 KB) limit; send smaller messages")
+        elif packet.qos == 0:
+            events.append(MessageReceived(packet.topic, packet.payload, 0, None, packet.retain))
         elif packet.qos == 1:
             assert packet.packet_id is not None
             self._send(Puback(packet.packet_id))
-            events.append(MessageReceived(packet.topic, packet.payload, 1, packet.packet_id))
+            events.append(MessageReceived(packet.topic, packet.payload, 1, packet.packet_id, packet.retain))
         else:
             self._lose(events, "protocol violation: QoS 2 PUBLISH (QoS 2 is not supported)")
 

@@ -29,6 +29,7 @@ from emulator.mqtt.session import (
     SessionState,
     Subscribed,
     Unsubscribed,
+    keepalive_timeout,
 )
 
 DEVICE_CONNECT = Connect("myDeviceId", username="hub/myDeviceId/?api-version=2019-10-01",
@@ -362,12 +363,20 @@ def test_partial_bytes_count_as_activity():
     assert pair.server.check_keepalive() == []
 
 
-def test_keepalive_zero_means_none():
-    clock = Clock()
-    pair, _ = connected(clock=clock, connect=Connect("d", keepalive=0))
-    assert pair.server.keepalive_deadline() is None
-    clock.t += 10**9
+@pytest.mark.parametrize("keepalive", [0, 1178, 65535], ids=["none-asked", "just-over-the-cap", "max"])
+def test_iot_hub_drops_a_silent_client_after_29_45_minutes_at_most(keepalive):
+    """IoT Hub caps its server-side timeout at 1767 s, also for a client asking for no keepalive."""
+    clock = Clock(0.0)
+    pair, _ = connected(clock=clock, connect=Connect("d", keepalive=keepalive))
+    assert pair.server.keepalive_deadline() == 1767.0
+    clock.t = 1766.9
     assert pair.server.check_keepalive() == []
+    clock.t = 1767.0
+    assert pair.server.check_keepalive() == [ConnectionLost("keepalive expired", False)]
+
+
+def test_keepalive_below_the_cap_is_one_and_a_half_times():
+    assert [keepalive_timeout(k) for k in (1, 60, 1177)] == [1.5, 90.0, 1765.5]
 
 
 def test_connect_timeout_before_connect():
@@ -464,6 +473,20 @@ def test_oversize_publish_closes_before_it_is_buffered():
     events = pair.server.receive_data(encode(Publish("t", b"x" * 2000))[:5])
     _assert_violation(pair, events)
     assert "exceeds" in events[0].reason
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_a_message_over_256_kb_closes_the_connection_unacknowledged(qos):
+    topic = "devices/d/messages/events/"
+    pair, _ = connected()
+    at_limit = Publish(topic, b"x" * (256 * 1024 - len(topic)), qos, 1 if qos else None)
+    assert pair.send(at_limit) == [MessageReceived(topic, at_limit.payload, qos, at_limit.packet_id)]
+    assert pair.received() == ([Puback(1)] if qos else [])
+    over = Publish(topic, at_limit.payload + b"x", qos, 2 if qos else None)
+    events = pair.send(over)
+    _assert_violation(pair, events)
+    assert "256 KB" in events[0].reason
+    assert pair.received() == []  # no PUBACK for a message the hub did not take
 
 
 def test_a_failing_handler_becomes_an_internal_error_not_an_exception(monkeypatch):
