@@ -104,7 +104,10 @@ def test_a_test_that_leaves_its_device_connected_gets_an_error(project):
         def test_forgets_to_shut_down(iothub, iothub_device):
             IoTHubDeviceClient.create_from_connection_string(iothub_device.connection_string).connect()
     """)
-    result = run_pytest(project)
+    # The leaked client's SDK threads still run at the session's end; Python 3.11's parser is not safe against
+    # a thread compiling at the same moment ("AST constructor recursion depth mismatch"), which hypothesis's
+    # late import in the terminal summary can hit: keep that unrelated plugin out of the user's run.
+    result = run_pytest(project, "-p", "no:hypothesispytest")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*test_forgets_to_shut_down left device pytest-* connected: shut its client "
                                  "down before the test ends*"])

@@ -3,7 +3,7 @@
 // and application properties) and completes it, until pytest writes "stop" on stdin.
 const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
-const { emit, call, describeError, required } = require('./common');
+const { emit, call, describeError, required, closeOnStop, runDevice } = require('./common');
 
 async function main() {
   const client = Client.fromConnectionString(required('DEVICE_CONNECTION_STRING'), Mqtt);
@@ -21,16 +21,7 @@ async function main() {
   await call((cb) => client.open(cb));
   emit({ event: 'connected' });
 
-  process.stdin.on('data', async (data) => {
-    if (String(data).trim() === 'stop') {
-      await call((cb) => client.close(cb));
-      emit({ event: 'closed' });
-      process.exit(0);
-    }
-  });
+  closeOnStop(client);
 }
 
-main().catch((err) => {
-  emit({ event: 'error', error: describeError(err) });
-  process.exit(1);
-});
+runDevice(main);

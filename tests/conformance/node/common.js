@@ -48,4 +48,23 @@ function required(name) {
   return value;
 }
 
-module.exports = { emit, call, describeError, step, sleep, required };
+// A device script runs until pytest writes "stop" on its stdin, then closes its client and exits 0.
+function closeOnStop(client) {
+  process.stdin.on('data', async (data) => {
+    if (String(data).trim() === 'stop') {
+      await call((cb) => client.close(cb));
+      emit({ event: 'closed' });
+      process.exit(0);
+    }
+  });
+}
+
+// Run a device script's main(); an error is reported as one JSON line and exit 1.
+function runDevice(main) {
+  main().catch((err) => {
+    emit({ event: 'error', error: describeError(err) });
+    process.exit(1);
+  });
+}
+
+module.exports = { emit, call, describeError, step, sleep, required, closeOnStop, runDevice };

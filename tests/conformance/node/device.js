@@ -4,7 +4,7 @@
 // as they come, answering method "echo", until pytest writes "stop" on stdin.
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
-const { emit, call, describeError, required } = require('./common');
+const { emit, call, describeError, required, closeOnStop, runDevice } = require('./common');
 
 const transportName = process.argv[2];
 const Transport = { mqtt: Mqtt, mqttws: MqttWs }[transportName];
@@ -46,16 +46,7 @@ async function main() {
 
   emit({ event: 'ready' });
 
-  process.stdin.on('data', async (data) => {
-    if (String(data).trim() === 'stop') {
-      await call((cb) => client.close(cb));
-      emit({ event: 'closed' });
-      process.exit(0);
-    }
-  });
+  closeOnStop(client);
 }
 
-main().catch((err) => {
-  emit({ event: 'error', error: describeError(err) });
-  process.exit(1);
-});
+runDevice(main);
