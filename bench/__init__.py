@@ -1,1 +1,1 @@
-"""Benchmarks for issue 7: `python -m bench` (see bench/runner.py)."""
+"""Benchmarks: `python -m bench` (see bench/runner.py)."""

@@ -13,7 +13,7 @@ from .stats import ratio
 
 @dataclass(frozen=True)
 class Target:
-    """An issue-7 goal: `value <op> threshold`, op '<=' (lower is better) or '>=' (higher is better)."""
+    """A benchmark target: `value <op> threshold`, op '<=' (lower is better) or '>=' (higher is better)."""
 
     op: str
     threshold: float

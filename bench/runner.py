@@ -1,4 +1,4 @@
-"""`python -m bench`: every benchmark of issue 7 in one bounded run, side by side with mosquitto.
+"""`python -m bench`: every benchmark in one bounded run, side by side with mosquitto.
 
 Order: the mosquitto reference (so every figure can carry its ratio), the round trips and the CLI on a
 small emulator, then one emulator with the big fleet connected: capacity, jobs, sustained throughput;

@@ -24,7 +24,7 @@ log = logging.getLogger("emulator.mqtt")
 
 KEEPALIVE_SWEEP_SECONDS = 1.0
 #: Read buffer per TLS connection. asyncio's default (SSLProtocol.max_size) is 256 KiB, allocated
-#: zero-filled for every connection: 10,000 devices held 2.7 GiB, over 90% of it in these buffers (issue 7).
+#: zero-filled for every connection: 10,000 devices held 2.7 GiB, over 90% of it in these buffers.
 #: Device traffic comes in TLS records of at most 16 KiB, so one record's worth reads just as well.
 TLS_READ_BUFFER_BYTES = 17 * 1024
 

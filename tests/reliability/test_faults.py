@@ -272,7 +272,7 @@ async def answer_methods(device: RawDevice) -> None:
 
 
 async def test_a_device_killed_while_its_method_call_is_in_flight_fails_its_device_job(emulator):
-    """Issue 8, the harder case: the request reaches the device, which dies before answering (a raw
+    """The harder case: the request reaches the device, which dies before answering (a raw
     device, killed without a DISCONNECT). Its device job fails with GatewayTimeout once the job's
     responseTimeoutInSeconds has passed (the emulator does not fail the call when the connection
     drops); the other devices answer and succeed; the job completes. (Uses the module's threaded
@@ -314,7 +314,7 @@ async def test_a_device_killed_while_its_method_call_is_in_flight_fails_its_devi
         assert victim_id in failed["error"]["description"] and "response" in failed["error"]["description"]
         assert "outcome" not in failed
         # Not before the deadline: the emulator waits out responseTimeoutInSeconds although the device
-        # has gone (an upper bound would be a timing assert). See the report on issue 8.
+        # has gone (an upper bound would be a timing assert).
         assert ended_after >= response_timeout - 1.0
         for device_id, _ in answering:
             assert rows[device_id]["status"] == "completed", rows[device_id]

@@ -1,4 +1,4 @@
-"""The fix issue 7's capacity bench led to: the emulator's MQTT/TLS listener reads with a small TLS
+"""The fix the capacity bench led to: the emulator's MQTT/TLS listener reads with a small TLS
 buffer, not asyncio's 256 KiB per connection (which made 10,000 devices cost 2.7 GiB)."""
 
 import asyncio
