@@ -209,6 +209,8 @@ class EmulatorServer:
         log.info("stopped")
 
     async def _release(self) -> None:
+        if self.front is not None:
+            self.front.discard_wills()  # the hub itself is stopping: its own hang-ups are no device's failure
         if self._amqp:
             await self._amqp.stop()
             self._amqp = None

@@ -175,6 +175,11 @@ class DeviceFront:
         if will is not None:
             self._send_will(will)
 
+    def discard_wills(self) -> None:
+        """The emulator is stopping: the connections it is about to close send no will (a will reports a
+        device's connection lost, not the hub going away)."""
+        self._wills.clear()
+
     def live_devices(self) -> list[str]:
         return list(self._live)
 

@@ -41,6 +41,14 @@ def test_will_is_sent_when_the_hub_drops_a_client_breaking_its_rules(front, hub)
     assert (message.body, message.properties) == (b"w", {"iothub-MessageType": "Will"})
 
 
+def test_no_will_when_the_emulator_itself_stops(front, hub):
+    client = connect_with_will(front, Will(WILL_TOPIC, b"w"))
+    front.discard_wills()  # what the server does before closing every connection
+    client.connection.connection_lost()
+    front.client_closed(client)
+    assert hub.telemetry.messages("d1") == []
+
+
 def test_disconnect_discards_the_will(front, hub):
     client = connect_with_will(front, Will(WILL_TOPIC, b"w"))
     client.send(Disconnect())
