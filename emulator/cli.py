@@ -126,6 +126,15 @@ def _refuse_foreign_discovery_file(path: Path) -> None:
 
 
 async def _serve(server: EmulatorServer, show_keys: bool) -> None:
+    # Handlers before start: the discovery file written during start tells others it is ready, and a
+    # SIGTERM sent right then must still stop it cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # Windows: Ctrl-C raises KeyboardInterrupt instead; the server still stops in finally
     try:
         await server.start()
     except AddressInUse as e:
@@ -135,13 +144,6 @@ async def _serve(server: EmulatorServer, show_keys: bool) -> None:
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         raise StartError(f"cannot start: {e.strerror or e}{where}", EXIT_START_FAILED) from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass  # Windows: Ctrl-C raises KeyboardInterrupt instead; the server still stops in finally
     try:
         click.echo(describe(server, show_keys))
         await stop.wait()

@@ -30,6 +30,8 @@ def taken_address():
     """A free 127.0.0.X whose MQTT port something else then listens on."""
     address = loopback.free_loopback_address(tries=30)
     with socket.socket() as squatter:
+        # As the emulator binds: a TIME_WAIT socket left by an earlier test on this address does not count.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind((address, wellknown.MQTT_PORT))
         squatter.listen()
         yield address

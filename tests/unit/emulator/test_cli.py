@@ -141,6 +141,33 @@ def test_python_dash_m_emulator_runs_until_sigint_and_exits_0(tmp_path):
     assert not discovery.exists()
 
 
+def test_a_sigterm_as_soon_as_it_is_ready_still_stops_it_cleanly(monkeypatch):
+    """Harnesses send SIGTERM once the discovery file appears, which is written during start: the handlers
+    must be in place by then, or the emulator dies by the signal (exit -15) instead of stopping."""
+    import asyncio
+    import os
+    import signal
+
+    class SignalledDuringStart:
+        stopped = False
+
+        async def start(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+    monkeypatch.setattr(cli, "describe", lambda server, show_keys: "banner")
+    reached_the_default = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: reached_the_default.append(True))
+    server = SignalledDuringStart()
+    try:
+        asyncio.run(asyncio.wait_for(cli._serve(server, False), 10))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert server.stopped and not reached_the_default
+
+
 # ---- IoT Hub's port 443, and the fallback when it cannot be had ----------------------------------------
 
 def _free_address_where_443_is_allowed() -> str:
