@@ -24,6 +24,63 @@ RSS_TARGET = Target("<=", 1024, "MiB")
 IDLE_SAMPLE_SECONDS = 3.0
 
 
+#: Descriptors an emulator keeps for itself beyond its device connections (listeners, SQLite, logs, ...).
+FD_RESERVE = 500
+GIB = 1024 * MIB
+
+
+def open_files_limit() -> int:
+    """The hard open-files limit of a process here (what no process can raise)."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 100_000 if hard == resource.RLIM_INFINITY else hard
+
+
+def fd_limit_connections() -> int:
+    """As many device connections as one process may hold here: its hard open-files limit, less
+    FD_RESERVE, in whole thousands."""
+    return max(0, (open_files_limit() - FD_RESERVE) // 1000 * 1000)
+
+
+def run_fd_limit(ctx: BenchContext) -> None:
+    """Device connections held up to the open-files limit of one process (a fresh emulator, the fleet
+    split over several processes), with RSS per connection, and what 100,000 would take."""
+    from .hubs import running_fleets, running_hub  # the fleet stage's helpers
+    count = ctx.sizes.fd_limit_devices if ctx.sizes.fd_limit_devices is not None else fd_limit_connections()
+    if count <= ctx.sizes.capacity_devices:
+        ctx.results.note(f"connections up to the open-files limit: skipped ({count:,} is not above the "
+                         f"{ctx.sizes.capacity_devices:,} already measured)")
+        return
+    ctx.budget.require(60 + count / 300, "connections up to the open-files limit")
+    ctx.progress(f"  registering and connecting {count:,} raw MQTT devices (the open-files limit)")
+    label = f"near the open-files limit of one process ({open_files_limit():,})"
+    with running_hub(ctx, "limit-hub", count) as hub:
+        time.sleep(1.0)
+        registered_rss = rss_bytes(hub.pid)
+        with running_fleets(ctx, hub, count, ctx.budget.cap(300)) as fleets:
+            connect_seconds = max(report["seconds"] for _, report in fleets)
+            connected = sum(report["connected"] for _, report in fleets)
+            time.sleep(1.0)
+            held_rss = rss_bytes(hub.pid)
+            idle = idle_cpu_percent(hub.pid)
+    ctx.results.add(Figure(SECTION, f"device connections held (TLS), {label}", connected, "connections"))
+    ctx.results.add(Figure(SECTION, f"  emulator RSS with {connected:,} devices connected",
+                           held_rss / MIB if held_rss else None, "MiB"))
+    per_device = (held_rss - registered_rss) / connected if held_rss and registered_rss and connected else None
+    ctx.results.add(Figure(SECTION, "  emulator RSS per connected device", per_device / 1024 if per_device else None,
+                           "KiB"))
+    ctx.results.add(Figure(SECTION, f"  connect {connected:,} devices (TLS handshake + CONNECT)",
+                           connected / connect_seconds if connect_seconds else None, "conn/s"))
+    ctx.results.add(Figure(SECTION, f"  emulator CPU while {connected:,} devices sit idle", idle, "% of a core"))
+    if per_device and registered_rss:
+        registered_per_device = registered_rss / count
+        projected = 100_000 * (per_device + registered_per_device)
+        ctx.results.add(Figure(SECTION, "  projected RSS for 100,000 connected devices (registry + connections, "
+                                        "linear from this row)", projected / GIB, "GiB"))
+    ctx.results.details["fd_limit"] = {"connected": connected, "registered_rss_bytes": registered_rss,
+                                       "held_rss_bytes": held_rss, "connect_seconds": connect_seconds}
+
+
 def idle_cpu_percent(pid: int, seconds: float = IDLE_SAMPLE_SECONDS) -> float | None:
     """CPU the emulator burns while its devices sit idle (keepalive and token sweeps), in % of a core."""
     before = cpu_seconds(pid)

@@ -43,6 +43,9 @@ class Sizes:
     roundtrip_warmup: int = 20
     fanout_devices: tuple[int, ...] = (1000, 10000)
     capacity_devices: int = 10000
+    #: Connections for the row "held up to the file-descriptor limit": None = as many as one process may
+    #: open, less FD_RESERVE (bench_capacity.fd_limit_connections); 0 skips the row.
+    fd_limit_devices: int | None = None
     sustained_seconds: float = 10.0
     sustained_concurrency: int = 32
     cli_help_runs: int = 10
@@ -53,7 +56,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(roundtrip_calls=200, roundtrip_warmup=10, fanout_devices=(200, 1000), capacity_devices=1000,
+        return cls(roundtrip_calls=200, roundtrip_warmup=10, fanout_devices=(200, 1000), capacity_devices=1000, fd_limit_devices=0,
                    sustained_seconds=3.0, sustained_concurrency=16, cli_help_runs=5, cli_invoke_runs=2,
                    job_time_limit_s=60.0, query_devices=10_000, query_rounds=20)
 

@@ -101,6 +101,7 @@ def _fleet_stage(ctx: BenchContext, reference: dict[str, Any], failures: list[st
             _part(ctx, "jobs", failures, bench_jobs.run, hub, fleets, reference)
             _part(ctx, "sustained", failures, bench_capacity.run_sustained, hub, devices, reference)
     _part(ctx, "jobs-in-memory", failures, _in_memory_jobs, reference)
+    _part(ctx, "fd-limit", failures, bench_capacity.run_fd_limit)
     # The fleet users get (iothub-device --count), after the raw clients so that it meets an idle machine.
     _part(ctx, "fleet-engine", failures, bench_fleet.run, reference)
     _part(ctx, "client-choice", failures, bench_client_choice.run, reference)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from .store_telemetry import TelemetryJournal
+from .jsontext import compact_json
 
 try:
     import fcntl
@@ -27,12 +28,14 @@ DATABASE_FILE = "hub.sqlite3"
 LOCK_FILE = "hub.lock"
 SCHEMA_VERSION = 1
 
+
 DEVICES = "device"
 TWINS = "twin"
 ENROLLMENTS = "enrollment"
 REGISTRATIONS = "registration"  # DPS registrations: which devices DPS created (and may re-key)
 JOBS = "job"
 JOB_DEVICES = "job_device"  # one job's row for one device, keyed "{jobId}/{deviceId}"
+JOB_SELECTIONS = "job_selection"  # ids of devices a job selected, in order, keyed "{jobId}/{first deviceId}"
 SESSIONS = "mqtt_session"  # persistent (clean_session=0) MQTT sessions of devices: their subscriptions
 C2D_MESSAGES = "c2d"  # cloud-to-device messages waiting for their device
 C2D_FEEDBACK = "c2d-feedback"  # delivery feedback waiting for a service to take it
@@ -98,14 +101,14 @@ class SqliteStore:
         return [json.loads(body) for (body,) in rows]
 
     def put(self, kind: str, key: str, record: dict[str, Any]) -> None:
-        body = json.dumps(record, separators=(",", ":"))
+        body = compact_json(record)
         with self._lock:
             self._db.execute("INSERT INTO records (kind, key, body) VALUES (?, ?, ?) "
                              "ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body", (kind, key, body))
 
     def put_many(self, kind: str, records: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """(key, record) pairs in one transaction: all are kept, or none (bulk registration)."""
-        rows = [(kind, key, json.dumps(record, separators=(",", ":"))) for key, record in records]
+        rows = [(kind, key, compact_json(record)) for key, record in records]
         with self._lock:
             self._db.execute("BEGIN")
             try:

@@ -173,10 +173,8 @@ class Hub:
 
     def _touch(self, device_id: str) -> None:
         """Any message from the device: its lastActivityTime moves (not saved, as before)."""
-        device = self.registry.find(device_id)
-        if device is not None:
-            self.registry.touch(device_id)
-            self.views.patched(device_id, {"lastActivityTime": device.last_activity_time})
+        if self.registry.touch(device_id):
+            self.views.patched(device_id, {"lastActivityTime": self.registry.get(device_id).last_activity_time})
 
     # ---- well-known development credentials ------------------------------------------------------
     def register_well_known(self) -> None:
@@ -532,7 +530,12 @@ class Hub:
         """The scheduler's persistence hook: the job, and the device rows that changed (merged by
         deviceId into those saved before), kept across restarts."""
         job_id = str(changes["job"]["jobId"])
-        self._store.put(store_kinds.JOBS, job_id, {k: v for k, v in changes.items() if k != "devices"})
+        selected = changes.get("selected") or ()
+        if selected:  # before the job record, so that a job on record always has its devices
+            self._store.put(store_kinds.JOB_SELECTIONS, f"{job_id}/{selected[0]}",
+                            {"jobId": job_id, "deviceIds": list(selected)})
+        self._store.put(store_kinds.JOBS, job_id,
+                        {k: v for k, v in changes.items() if k not in ("devices", "selected")})
         rows = changes.get("devices") or ()
         if rows:
             self._store.put_many(store_kinds.JOB_DEVICES, ((f"{job_id}/{row['deviceId']}", row) for row in rows))
@@ -548,7 +551,13 @@ class Hub:
         for row in self._store.load(store_kinds.JOB_DEVICES):
             if row.get("jobId") in rows:
                 rows[row["jobId"]][row["deviceId"]] = row
-        return [{**saved, "devices": list(rows[job_id].values())} for job_id, saved in jobs.items()]
+        selected: dict[str, list[str]] = {job_id: [] for job_id in jobs}
+        for record in self._store.load(store_kinds.JOB_SELECTIONS):
+            if record.get("jobId") in selected:
+                selected[record["jobId"]].append(record["deviceIds"])
+        return [{**saved, "devices": list(rows[job_id].values()),
+                 "selected": [device_id for chunk in selected[job_id] for device_id in chunk]}
+                for job_id, saved in jobs.items()]
 
     # ---- persistence for the MQTT front's persistent sessions -------------------------------------
     def save_session(self, client_id: str, record: dict[str, Any]) -> None:

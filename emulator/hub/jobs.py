@@ -307,7 +307,7 @@ class JobScheduler:
             if device_id not in job.devices:
                 job.add_device(DeviceJob(device_id, job.job_id, job.spec.type, created=start, start=start,
                                          last_updated=start))
-                if len(job.unsaved) >= SAVE_CHUNK:
+                if len(job.unsaved_selection) >= SAVE_CHUNK:
                     self._save(job)
             await slices.pause_if_due()
         self._save(job)
@@ -326,26 +326,29 @@ class JobScheduler:
             self._end(job, COMPLETED, self._clock())
 
     async def _invoke_all(self, job: Job) -> None:
-        """At most max_concurrent_methods calls in flight, started by this one task: its slices bound
-        how long the loop runs job work at a stretch (calls that fail at once never suspend), and a
-        10,000-device job holds a handful of tasks, not one per device."""
+        """At most max_concurrent_methods calls in flight: as many workers, each taking the next device
+        when its call ends (a 10,000-device job holds a handful of tasks, not one per device). Their
+        slices bound how long the loop runs job work at a stretch (calls that fail at once never
+        suspend)."""
+        devices = iter(list(job.devices.values()))  # shared: each device goes to exactly one worker
         slices = Slices()
-        in_flight: set[asyncio.Future[None]] = set()
-        try:
-            for device in list(job.devices.values()):
-                while len(in_flight) >= self._max_concurrent_methods:
-                    _, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+        async def worker() -> None:
+            for device in devices:
                 if job.finished:
-                    break
+                    return
                 if not device.finished:
-                    in_flight.add(asyncio.ensure_future(self._invoke(job, device)))
+                    await self._invoke(job, device)
                 await slices.pause_if_due()
-            if in_flight:
-                await asyncio.gather(*in_flight)
+
+        workers = [asyncio.ensure_future(worker())
+                   for _ in range(min(self._max_concurrent_methods, len(job.devices)))]
+        try:
+            await asyncio.gather(*workers)
         except asyncio.CancelledError:  # cancel() or the time limit: calls in flight must not reach devices
-            for call in in_flight:
+            for call in workers:
                 call.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
             raise
 
     async def _invoke(self, job: Job, device: DeviceJob) -> None:

@@ -93,6 +93,11 @@ class Job:
     devices: dict[str, DeviceJob] = field(default_factory=dict)
     #: Devices whose row changed since the last snapshot (what `changes()` hands over next).
     unsaved: dict[str, None] = field(default_factory=dict)
+    #: Devices selected since the last snapshot, still pending: saved as ids, not rows (a pending row
+    #: is the job's start time and the device id, so ids rebuild it; 10,000 rows would cost far more).
+    unsaved_selection: list[str] = field(default_factory=list)
+    #: Devices per status, kept as they change: GET polls a big job often.
+    _counts: dict[str, int] = field(default_factory=lambda: {PENDING: 0, RUNNING: 0, COMPLETED: 0, FAILED: 0})
 
     @property
     def job_id(self) -> str:
@@ -107,10 +112,7 @@ class Job:
         return None if self.started_at is None else self.started_at + self.spec.max_execution_seconds
 
     def statistics(self) -> dict[str, int]:
-        counts = {PENDING: 0, RUNNING: 0, COMPLETED: 0, FAILED: 0}
-        for device in self.devices.values():
-            if device.status in counts:
-                counts[device.status] += 1
+        counts = self._counts
         return {
             "deviceCount": len(self.devices),
             "failedCount": counts[FAILED],
@@ -120,14 +122,30 @@ class Job:
         }
 
     def add_device(self, device: DeviceJob) -> None:
+        """A device the job's query selected (pending)."""
+        self._put(device)
+        self.unsaved_selection.append(device.device_id)
+
+    def _put(self, device: DeviceJob) -> None:
+        replaced = self.devices.get(device.device_id)
+        if replaced is not None:
+            self._recount(replaced.status, None)
         self.devices[device.device_id] = device
-        self.unsaved[device.device_id] = None
+        self._recount(None, device.status)
+
+    def _recount(self, old: str | None, new: str | None) -> None:
+        if old in self._counts:
+            self._counts[old] -= 1
+        if new in self._counts:
+            self._counts[new] += 1
 
     def device_running(self, device: DeviceJob, now: float) -> None:
         # Not worth a saved row: after a restart a running device ends as a pending one does.
+        self._recount(device.status, RUNNING)
         device.status, device.last_updated = RUNNING, now
 
     def finish_device(self, device: DeviceJob, status: str, now: float, **result: Any) -> None:
+        self._recount(device.status, status)
         device.finish(status, now, **result)
         self.unsaved[device.device_id] = None
 
@@ -169,11 +187,13 @@ class Job:
         }
 
     def changes(self) -> dict:
-        """A snapshot whose `devices` holds only the rows changed since the last `changes()`: a store
-        keeps the job and merges the rows by deviceId (a 10,000-device job is not rewritten per change)."""
+        """A snapshot whose `devices` holds only the rows changed since the last `changes()`, and
+        `selected` the ids of devices selected since (pending: no row yet): a store keeps the job and
+        merges the rows by deviceId (a 10,000-device job is not rewritten per change)."""
         rows = [self.devices[device_id].to_json() for device_id in self.unsaved if device_id in self.devices]
+        selected, self.unsaved_selection = self.unsaved_selection, []
         self.unsaved.clear()
-        return {"job": self.to_json(), "startedAt": self.started_at, "devices": rows}
+        return {"job": self.to_json(), "startedAt": self.started_at, "devices": rows, "selected": selected}
 
     @classmethod
     def from_snapshot(cls, snapshot: dict) -> Job:
@@ -188,7 +208,13 @@ class Job:
             failure_reason=body.get("failureReason"),
             status_message=body.get("statusMessage"),
         )
-        for row in snapshot.get("devices", ()):
-            device = DeviceJob.from_json(row)
-            job.devices[device.device_id] = device
+        rows = {row["deviceId"]: row for row in snapshot.get("devices", ())}
+        selected_at = job.started_at if job.started_at is not None else job.created
+        for device_id in snapshot.get("selected", ()):  # in the order the query selected them
+            row = rows.pop(device_id, None)
+            job._put(DeviceJob.from_json(row) if row is not None else
+                     DeviceJob(device_id, job.job_id, spec.type, created=selected_at, start=selected_at,
+                               last_updated=selected_at))
+        for row in rows.values():  # saved as rows only (stores written before selections were kept)
+            job._put(DeviceJob.from_json(row))
         return job  # what it was built from is saved already: nothing unsaved

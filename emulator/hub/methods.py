@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import uuid
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +103,9 @@ class MethodCalls:
         self._deadlines: list[tuple[float, int, tuple[str, str]]] = []
         self._order: dict[tuple[str, str], int] = {}  # key -> start order (expire() reports in it)
         self._started = itertools.count()
+        # $rid of the requests: a counter from a random start, so that a late answer a device sends after
+        # an emulator restart cannot be taken for the answer to a new call (and no uuid per call).
+        self._request_ids = itertools.count(secrets.randbits(48))
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -122,7 +125,7 @@ class MethodCalls:
             raise MessageTooLarge(f"The method payload exceeds {limits.METHOD_PAYLOAD_MAX_BYTES} bytes")
         if not online and connect_timeout == 0:
             raise DeviceNotOnline(f"Timed out waiting for device {device_id} to connect")
-        call = MethodCall(device_id, method_name, payload, str(uuid.uuid4()),
+        call = MethodCall(device_id, method_name, payload, f"{next(self._request_ids):x}",
                           connect_deadline=self._clock() + connect_timeout,
                           response_timeout=response_timeout)
         key = (device_id, call.rid)

@@ -17,6 +17,9 @@ from .clock import NEVER, Clock, iso_timestamp
 from .errors import ArgumentInvalid, DeviceAlreadyExists, DeviceNotFound, PreconditionFailed
 
 # Up to 128 characters: ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ $ '
+#: How finely lastActivityTime follows a device's messages (see Registry.touch).
+ACTIVITY_RESOLUTION_SECONDS = 1.0
+
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9\-:.+%_#*?!(),=@$']{1,128}$")
 
 Status = Literal["enabled", "disabled"]
@@ -132,6 +135,7 @@ class Registry:
     def __init__(self, clock: Clock):
         self._clock = clock
         self._devices: dict[str, Device] = {}
+        self._last_activity: dict[str, float] = {}  # device id -> when touch() last moved lastActivityTime
 
     def __contains__(self, device_id: str) -> bool:
         return device_id in self._devices
@@ -205,21 +209,31 @@ class Registry:
     def delete(self, device_id: str, *, if_match: str | None = None) -> Device:
         device = self.get(device_id)
         check_if_match(if_match, device.etag, "device")
+        self._last_activity.pop(device_id, None)
         return self._devices.pop(device_id)
 
     def set_connected(self, device_id: str, connected: bool) -> Device:
         device = self.get(device_id)
-        now = iso_timestamp(self._clock())
+        self._last_activity[device_id] = self._clock()
+        now = iso_timestamp(self._last_activity[device_id])
         device.connection_state = "Connected" if connected else "Disconnected"
         device.connection_state_updated_time = now
         device.last_activity_time = now
         return device
 
-    def touch(self, device_id: str) -> None:
-        """Record device activity (any message from it)."""
+    def touch(self, device_id: str) -> bool:
+        """Record device activity (any message from it); True when lastActivityTime moved. It moves at
+        most once per ACTIVITY_RESOLUTION_SECONDS: a device answering methods by the hundred a second
+        costs one update a second, and readers still see its activity to the second."""
         device = self._devices.get(device_id)
-        if device:
-            device.last_activity_time = iso_timestamp(self._clock())
+        if device is None:
+            return False
+        now = self._clock()
+        if now - self._last_activity.get(device_id, float("-inf")) < ACTIVITY_RESOLUTION_SECONDS:
+            return False
+        self._last_activity[device_id] = now
+        device.last_activity_time = iso_timestamp(now)
+        return True
 
 
 def _check_status(status: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from hubsettings import limits
 from .clock import iso_timestamp
 from .errors import ArgumentInvalid, MessageTooLarge
 from .registry import Device, check_if_match
+from ..jsontext import compact_json
 
 MAX_SECTION_BYTES = limits.TWIN_SECTION_MAX_BYTES  # desired and reported, each
 MAX_TAGS_BYTES = limits.TWIN_TAGS_MAX_BYTES
@@ -97,7 +97,7 @@ def json_copy(value: Any) -> Any:
 
 
 def _size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+    return len(compact_json(value).encode("utf-8"))
 
 
 @dataclass

@@ -27,9 +27,9 @@ class ClientConnectionBase:
                 break
             events = self.connection.receive_data(b"")  # packets the client sent right behind CONNECT
 
-    def check_keepalive(self) -> None:
+    def check_keepalive(self, now: float | None = None) -> None:
         """Close the connection (and tell the front, which logs why) once its keepalive or connect
         deadline passed."""
-        events = self.connection.check_keepalive()
+        events = self.connection.check_keepalive(now)
         if events:
             self._process(events)

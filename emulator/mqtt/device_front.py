@@ -41,6 +41,7 @@ from .front_common import (ClientConnection, RefusedConnect, Violation, parse_js
 from .session import ConnectionLost, ConnectRequested, Delivered, MessageReceived, Subscribed, Unsubscribed
 from .session_state import SessionState
 from .topics import TopicShape, matches_any, may_match_shape
+from ..jsontext import compact_json
 
 log = logging.getLogger("emulator.mqtt")
 
@@ -395,7 +396,7 @@ class DeviceFront:
                   rid[:64])
         try:
             if path.startswith(TWIN_GET):
-                body = json.dumps(self.hub.device_twin(device_id), separators=(",", ":")).encode()
+                body = compact_json(self.hub.device_twin(device_id)).encode()
                 topic, payload = f"$iothub/twin/res/200/?$rid={rid}", body
             else:
                 try:
@@ -426,7 +427,7 @@ class DeviceFront:
         if client is None or not self.is_subscribed(device_id, topic):
             log.debug("device %s: desired patch not sent (not subscribed to %s#)", device_id, DESIRED_PATCH)
             return
-        client.connection.publish(topic, json.dumps(patch, separators=(",", ":")).encode("utf-8"), qos=1)
+        client.connection.publish(topic, compact_json(patch).encode("utf-8"), qos=1)
         client.flush()
 
     def send_method_request(self, device_id: str, call: MethodCall) -> None:

@@ -378,10 +378,11 @@ class ServerConnection:
             return self._last_received + self._connect_timeout
         return self._last_received + keepalive_timeout(self._connect.keepalive)
 
-    def check_keepalive(self) -> list[Event]:
-        """[ConnectionLost] if the deadline has passed (the connection is then closed), else []."""
+    def check_keepalive(self, now: float | None = None) -> list[Event]:
+        """[ConnectionLost] if the deadline has passed (the connection is then closed), else [].
+        ``now``: the clock's reading, when a sweep over many connections has read it once for all."""
         deadline = self.keepalive_deadline()
-        if deadline is None or self._now() < deadline:
+        if deadline is None or (self._now() if now is None else now) < deadline:
             return []
         events: list[Event] = []
         self._lose(events, "keepalive expired" if self._connect is not None else "connect timeout")

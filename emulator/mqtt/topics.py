@@ -21,6 +21,8 @@ TopicShape = tuple[str | None, ...]
 
 def matches(topic_filter: str, topic: str) -> bool:
     """True when ``topic`` is delivered to a subscription to ``topic_filter`` (`+` one level, `#` the rest)."""
+    if topic_filter.endswith("/#") and "+" not in topic_filter:  # the SDKs' filters: a prefix test
+        return topic.startswith(topic_filter[:-1]) or topic == topic_filter[:-2]
     levels = topic.split("/")
     for i, level in enumerate(topic_filter.split("/")):
         if level == "#":

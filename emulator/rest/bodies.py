@@ -8,10 +8,15 @@ from typing import Any
 from aiohttp import web
 
 from .errors import RequestBodyInvalid
+from ..jsontext import compact_json
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+#: One decoder (json.loads with options builds one per call); NaN and Infinity are not JSON.
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 async def read_json(request: web.Request) -> Any:
@@ -20,7 +25,7 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise RequestBodyInvalid("The request body is empty; a JSON document is required")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return _decoder.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads reads bytes
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise RequestBodyInvalid("The request body is not valid JSON") from None
 
@@ -32,13 +37,9 @@ async def read_json_object(request: web.Request, what: str) -> dict[str, Any]:
     return body
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
 def json_ok(body: Any, *, headers: dict[str, str] | None = None) -> web.Response:
     """200 with a JSON body (application/json; charset=utf-8)."""
-    return web.json_response(body, headers=headers, dumps=_dumps)
+    return web.json_response(body, headers=headers, dumps=compact_json)
 
 
 def quoted_etag(etag: str) -> str:

@@ -15,7 +15,6 @@ IoT Hub answers in one of two envelopes, always with the error's name in an `iot
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
@@ -24,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from ..hub.errors import ArgumentInvalid, HubError
+from ..jsontext import compact_json
 
 ERROR_CODE_HEADER = "iothub-errorcode"
 
@@ -84,7 +84,7 @@ def error_body(error: HubError, envelope: Envelope = Envelope.REGISTRY) -> dict[
             "info": {},
             "timestampUtc": now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z",  # .NET writes 7 digits
         }
-        return {"Message": json.dumps(inner, separators=(",", ":")), "ExceptionMessage": ""}
+        return {"Message": compact_json(inner), "ExceptionMessage": ""}
     return {
         "Message": f"ErrorCode:{error.error_name};{error.wire_message}",
         "ExceptionMessage": f"Tracking ID:{_tracking_id(now)}",

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..hub.errors import ArgumentInvalid
+from ..jsontext import compact_json
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -48,7 +49,7 @@ def _fingerprint(query_text: str) -> str:
 
 
 def _encode(result_id: str, offset: int, query_text: str) -> str:
-    raw = json.dumps({"r": result_id, "o": offset, "q": _fingerprint(query_text)}, separators=(",", ":"))
+    raw = compact_json({"r": result_id, "o": offset, "q": _fingerprint(query_text)})
     return base64.urlsafe_b64encode(raw.encode()).decode("ascii")
 
 

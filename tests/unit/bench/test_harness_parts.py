@@ -200,3 +200,13 @@ def test_bench_emulators_persist_to_sqlite_unless_a_row_says_in_memory(in_memory
     assert ("--data-dir" in argv) is not in_memory
     assert "--rest-port" not in argv  # the emulator's own port choice (443, or its fallback)
     assert checked_ports == [tuple(EMULATOR_PORTS)]
+
+
+def test_the_open_files_row_holds_as_many_connections_as_one_process_may_open(monkeypatch):
+    import resource
+
+    from bench import bench_capacity
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 20_000))
+    assert bench_capacity.fd_limit_connections() == 19_000  # 20,000 less the emulator's own, in thousands
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 1024))
+    assert bench_capacity.fd_limit_connections() == 0  # nothing above the 10,000 row: the row is skipped

@@ -94,6 +94,22 @@ def test_connection_state_and_last_activity_follow_the_clock():
     assert hub.get_device("d1").connection_state == "Disconnected"
 
 
+def test_last_activity_follows_messages_to_the_second():
+    clock = FakeClock(1_700_000_000)
+    hub = Hub(clock=clock)
+    hub.create_device("d1")
+    hub.device_connected("d1")
+    connected_at = hub.get_device("d1").last_activity_time
+    clock.advance(0.4)
+    hub.receive_telemetry("d1", b"{}")
+    assert hub.get_device("d1").last_activity_time == connected_at  # within the second: unchanged
+    clock.advance(0.6)
+    hub.receive_telemetry("d1", b"{}")
+    assert hub.get_device("d1").last_activity_time == "2023-11-14T22:13:21.000000Z"
+    [row] = hub.twin_documents()
+    assert row["lastActivityTime"] == "2023-11-14T22:13:21.000000Z"  # queries see it too
+
+
 def test_well_known_credentials_are_registered():
     hub = Hub()
     hub.register_well_known()

@@ -90,7 +90,8 @@ def test_job_snapshots_survive_a_restart(tmp_path):
     hub.save_job({"job": {"jobId": "j1", "status": "scheduled"}, "devices": []})
     hub.save_job({"job": {"jobId": "j1", "status": "running"}, "devices": []})
     hub.close()
-    assert open_hub(tmp_path).saved_jobs() == [{"job": {"jobId": "j1", "status": "running"}, "devices": []}]
+    assert open_hub(tmp_path).saved_jobs() == [{"job": {"jobId": "j1", "status": "running"}, "devices": [],
+                                                "selected": []}]
 
 
 def test_a_data_directory_serves_one_emulator_at_a_time(tmp_path):
@@ -130,7 +131,9 @@ async def test_job_rows_are_merged_by_device_and_restored_whole(tmp_path):
     hub = open_hub(tmp_path)
     for device_id in ("d1", "d2"):
         job.add_device(DeviceJob(device_id, "j", spec.type, created=0.0, start=0.0))
-    hub.save_job(job.changes())
+    selection = job.changes()
+    assert selection["devices"] == [] and selection["selected"] == ["d1", "d2"]  # pending: ids, not rows
+    hub.save_job(selection)
     job.finish_device(job.devices["d2"], "completed", 5.0, outcome={"deviceMethodResponse": None})
     changes = job.changes()
     assert [row["deviceId"] for row in changes["devices"]] == ["d2"]

@@ -18,20 +18,23 @@ def job(job_id: str, **extra) -> dict:
 
 
 class Store:
-    """Keeps the latest job record and merges device rows by deviceId, through a JSON round trip
-    like a real store (the hub's `save_job` does the same)."""
+    """Keeps the latest job record, merges device rows by deviceId and appends selected ids, through a
+    JSON round trip like a real store (the hub's `save_job` does the same)."""
 
     def __init__(self) -> None:
         self.saved: dict[str, str] = {}
         self.rows: dict[str, dict[str, str]] = {}
+        self.selected: dict[str, list[str]] = {}
 
     def __call__(self, changes: dict) -> None:
         job_id = changes["job"]["jobId"]
-        self.saved[job_id] = json.dumps({**changes, "devices": []})
+        self.saved[job_id] = json.dumps({**changes, "devices": [], "selected": []})
         self.rows.setdefault(job_id, {}).update((r["deviceId"], json.dumps(r)) for r in changes["devices"])
+        self.selected.setdefault(job_id, []).extend(json.loads(json.dumps(changes["selected"])))
 
     def load(self) -> list[dict]:
-        return [{**json.loads(text), "devices": [json.loads(r) for r in self.rows[job_id].values()]}
+        return [{**json.loads(text), "devices": [json.loads(r) for r in self.rows[job_id].values()],
+                 "selected": self.selected[job_id]}
                 for job_id, text in self.saved.items()]
 
 
