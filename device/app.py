@@ -380,7 +380,9 @@ class DeviceAgent:
         return True
 
     async def _send_telemetry(self) -> None:
-        while True:
+        # Ends on stop() even when its cancellation is lost: Python 3.11's wait_for drops one that
+        # arrives as the awaited send completes.
+        while not self._stopping:
             await self._sleep(self.options.telemetry_interval)
             if not (self._client and self._client.connected):
                 continue  # paused while the SDK reconnects; no backlog of stale readings

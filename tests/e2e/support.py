@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 import uuid
+from collections.abc import Iterator
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
@@ -85,3 +88,14 @@ def _pipe(source, sink) -> None:
             sink.shutdown(1)  # SHUT_WR: the other direction may still be sending
         except OSError:
             pass
+
+
+@contextlib.contextmanager
+def something_listening_on(address: str, port: int) -> Iterator[None]:
+    """Another program's listener on address:port, bound as the emulator binds (SO_REUSEADDR: a TIME_WAIT
+    socket left there by an earlier test does not count, a listener does)."""
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind((address, port))
+        squatter.listen()
+        yield

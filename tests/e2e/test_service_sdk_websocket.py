@@ -9,7 +9,6 @@ through an HTTP CONNECT proxy that maps 443 to the fallback port, and the servic
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 
 import pytest
@@ -21,7 +20,7 @@ from emulator import loopback
 from emulator.server import ThreadedEmulator
 from hubsettings import wellknown
 from tests.e2e.conftest import isolated_config
-from tests.e2e.support import PortMappingProxy, unique_device_id, wait_for
+from tests.e2e.support import PortMappingProxy, something_listening_on, unique_device_id, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +34,7 @@ def emulator_at(tmp_path_factory, *, take_443_first: bool):
     address = config.address
     with contextlib.ExitStack() as stack:
         if take_443_first and loopback.may_bind(wellknown.REST_PORT):
-            taken = stack.enter_context(socket.socket())
-            taken.bind((address, wellknown.REST_PORT))
-            taken.listen()
+            stack.enter_context(something_listening_on(address, wellknown.REST_PORT))
         yield stack.enter_context(ThreadedEmulator(config))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from emulator.testing import Emulator, EmulatorProcess, EmulatorStartError, trus
 from emulator.testing import embedded, process
 from emulator.testing.addresses import free_address
 from hubsettings import wellknown
+from tests.e2e.support import something_listening_on
 
 pytestmark = pytest.mark.e2e
 
@@ -29,11 +29,7 @@ def emulator_threads() -> list[str]:
 def taken_address():
     """A free 127.0.0.X whose MQTT port something else then listens on."""
     address = loopback.free_loopback_address(tries=30)
-    with socket.socket() as squatter:
-        # As the emulator binds: a TIME_WAIT socket left by an earlier test on this address does not count.
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        squatter.bind((address, wellknown.MQTT_PORT))
-        squatter.listen()
+    with something_listening_on(address, wellknown.MQTT_PORT):
         yield address
 
 

@@ -432,6 +432,26 @@ async def test_telemetry_is_json_utf8_at_the_interval():
     await h.agent.stop()
 
 
+async def test_stop_ends_telemetry_even_when_a_send_completes_as_it_is_cancelled():
+    """Python 3.11's wait_for drops a cancellation that arrives as the awaited send completes: the
+    telemetry loop must still end, or stop() (Ctrl-C, the fleet's shutdown) waits for ever."""
+    stopping = []
+
+    class StoppedMidSend(FakeDeviceClient):
+        async def send_message(self, message):
+            await super().send_message(message)
+            if not stopping:
+                stopping.append(asyncio.ensure_future(h.agent.stop()))  # cancels the loop in the next pass
+                await asyncio.sleep(0)  # ...in which this send completes too
+
+    h = Harness(client=StoppedMidSend(), options=RunOptions(telemetry=True, telemetry_interval=0.01),
+                sleep=asyncio.sleep)
+    await h.start()
+    await asyncio.wait_for(_until(lambda: stopping), WAIT)
+    await asyncio.wait_for(stopping[0], WAIT)
+    assert h.agent.stopped
+
+
 async def test_provisioning_then_connecting_to_the_assigned_hub():
     h = Harness(settings=dps_settings("sim-007"))
     await h.start()
