@@ -89,6 +89,16 @@ def test_demo_passes_every_story_and_stops_everything(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks for leftover processes through /proc")
+def _signal_state(pid: int) -> str:
+    """The kernel's view of a process's signals (Linux), for a failure message."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "signal state: unavailable"
+    return "signal state: " + ", ".join(line.replace("\t", " ") for line in lines
+                                        if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")))
+
+
 def test_ctrl_c_stops_every_child_and_exits_130(tmp_path):
     log = tmp_path / "demo.out"
     with open(log, "w") as out:
@@ -101,7 +111,8 @@ def test_ctrl_c_stops_every_child_and_exits_130(tmp_path):
         work_dir = work_dir_of(log.read_text())
         assert processes_using(work_dir)  # the emulator and the device listeners are running
         demo.send_signal(signal.SIGINT)
-        assert demo.wait(60) == 130, log.read_text()
+        signal_state = _signal_state(demo.pid)  # should the signal be lost: blocked, ignored or pending?
+        assert demo.wait(60) == 130, f"{signal_state}\n{log.read_text()}"
     finally:
         if demo.poll() is None:
             demo.kill()
