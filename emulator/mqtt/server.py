@@ -15,6 +15,7 @@ import time
 from asyncio import sslproto
 from collections.abc import Callable
 
+from ..tls_layer import SharedBufferTls
 from .device_front import DeviceFront
 from .handshake import explain_handshake_failure
 from .connection_base import ClientConnectionBase
@@ -23,28 +24,17 @@ from .session import ServerConnection
 log = logging.getLogger("emulator.mqtt")
 
 KEEPALIVE_SWEEP_SECONDS = 1.0
-#: The socket read buffer of TLS connections. asyncio gives every connection its own, zero-filled
-#: (SSLProtocol.max_size, 256 KiB: 10,000 devices held 2.7 GiB in them). Here all connections share one:
-#: the loop reads a socket into it and the protocol copies the bytes into that connection's TLS input
-#: at once, within the same call, so no connection ever sees another's bytes. 64 KiB holds four full
-#: TLS records per read.
-TLS_READ_BUFFER_BYTES = 64 * 1024
-_SHARED_READ_BUFFER = memoryview(bytearray(TLS_READ_BUFFER_BYTES))
 
 
-class _LeanTlsProtocol(sslproto.SSLProtocol):
-    """asyncio's own TLS layer, with a read buffer sized for MQTT devices instead of bulk transfers,
-    that logs why a handshake did not complete (asyncio itself says nothing outside debug mode).
+class _LeanTlsProtocol(SharedBufferTls):
+    """asyncio's own TLS layer, reading into a shared buffer (tls_layer.py), that logs why a handshake
+    did not complete (asyncio itself says nothing outside debug mode).
 
     The hooks are asyncio's (3.11+) internal ones: _on_handshake_complete sees OpenSSL errors and a
     client's EOF, _check_handshake_timeout the timeout, connection_lost a reset mid-handshake."""
 
-    max_size = TLS_READ_BUFFER_BYTES
-
     def __init__(self, *args: object, ca_file: str, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._ssl_buffer_view = _SHARED_READ_BUFFER  # drops the buffer asyncio allocated for this one
-        self._ssl_buffer = _SHARED_READ_BUFFER.obj
+        super().__init__(*args, **kwargs)
         self._ca_file = ca_file
         self._peer = "?"
         self._failure_logged = False
@@ -55,12 +45,9 @@ class _LeanTlsProtocol(sslproto.SSLProtocol):
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         super().connection_made(transport)
 
-    def get_buffer(self, n: int) -> memoryview:
-        return _SHARED_READ_BUFFER
-
     def buffer_updated(self, nbytes: int) -> None:
         self._bytes_seen = self._bytes_seen or nbytes > 0
-        super().buffer_updated(nbytes)  # copies the bytes out of the shared buffer before anything else runs
+        super().buffer_updated(nbytes)
 
     def _log_failure(self, exc: BaseException | type[BaseException] | None) -> None:
         if self._failure_logged:
@@ -149,8 +136,8 @@ class MqttServer:
         """Listen on address:port; returns the port bound (useful with port 0)."""
         loop = asyncio.get_running_loop()
 
-        # TLS is layered here rather than with create_server(ssl=...), which would always use asyncio's
-        # 256 KiB read buffer; handshake and shutdown timeouts keep asyncio's defaults.
+        # TLS is layered here rather than with create_server(ssl=...), which would give every connection
+        # asyncio's own 256 KiB read buffer; handshake and shutdown timeouts keep asyncio's defaults.
         def tls_client() -> asyncio.BaseProtocol:
             return _LeanTlsProtocol(loop, _ClientProtocol(self), self.ssl_context, None, server_side=True,
                                     ca_file=self.ca_file)

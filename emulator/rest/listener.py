@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..mqtt.server import AddressInUse
+from ..tls_layer import start_tls_server
 
 log = logging.getLogger("emulator.rest")
 
@@ -68,7 +69,7 @@ class _TlsAcceptor(asyncio.Protocol):
         assert self._transport is not None
         self._stop_timer()
         self._transport.pause_reading()  # start_tls resumes it once the TLS layer is in place
-        self._site.handshake(self._transport, self, data)
+        self._site.handshake(self._transport, data)
 
     def eof_received(self) -> bool | None:
         return None  # closes the transport: connection_lost follows
@@ -109,29 +110,21 @@ class _TlsSite(web.TCPSite):
                                                 backlog=self._backlog, reuse_address=self._reuse_address)
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
-    def handshake(self, transport: asyncio.Transport, acceptor: _TlsAcceptor, hello: bytes) -> None:
-        task = asyncio.get_running_loop().create_task(self._handshake(transport, acceptor, hello))
+    def handshake(self, transport: asyncio.Transport, hello: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._handshake(transport, hello))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, transport: asyncio.Transport, acceptor: _TlsAcceptor, hello: bytes) -> None:
+    async def _handshake(self, transport: asyncio.Transport, hello: bytes) -> None:
         peer = _peer(transport.get_extra_info("peername"))
         server = self._runner.server
         assert server is not None
         handler = server()
-        loop = asyncio.get_running_loop()
-        starting = loop.create_task(loop.start_tls(transport, handler, self._tls, server_side=True,
-                                                   ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
         try:
-            # start_tls puts its TLS protocol on the transport at once and starts the handshake from the
-            # next loop pass: hand it the bytes already read (reading stays paused until then).
-            while transport.get_protocol() is acceptor and not starting.done():
-                await asyncio.sleep(0)
-            if not starting.done():
-                _feed(transport.get_protocol(), hello)
-            secure = await starting
+            # The bytes already read (the client's hello) go to the TLS layer first; reading resumes then.
+            secure = await start_tls_server(transport, handler, self._tls, handshake_timeout=HANDSHAKE_TIMEOUT,
+                                            first_bytes=hello)
         except asyncio.CancelledError:
-            starting.cancel()
             transport.abort()
             raise
         except (OSError, TimeoutError, asyncio.TimeoutError) as e:
@@ -146,21 +139,6 @@ class _TlsSite(web.TCPSite):
         for task in list(self._handshakes):
             task.cancel()
         await super().stop()
-
-
-def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
-    """Deliver bytes read before a protocol took over the transport, through its own receiving API."""
-    if isinstance(protocol, asyncio.BufferedProtocol):
-        view = memoryview(data)
-        while view:
-            buffer = protocol.get_buffer(len(view))
-            n = min(len(buffer), len(view))
-            buffer[:n] = view[:n]
-            protocol.buffer_updated(n)
-            view = view[n:]
-    else:
-        assert isinstance(protocol, asyncio.Protocol)
-        protocol.data_received(data)
 
 
 def _peer(peername: Any) -> str:

@@ -9,7 +9,8 @@ from emulator.certs import ensure_certificates, server_ssl_context
 from emulator.hub import Hub
 from mqttcodec import Connack, Connect, PacketReader, encode
 from emulator.mqtt.device_front import DeviceFront
-from emulator.mqtt.server import TLS_READ_BUFFER_BYTES, MqttServer
+from emulator.mqtt.server import MqttServer
+from emulator.tls_layer import TLS_READ_BUFFER_BYTES
 
 WAIT_SECONDS = 30
 
@@ -43,3 +44,24 @@ async def test_device_connections_share_one_read_buffer_and_each_reads_only_its_
             writer.close()
     finally:
         await server.stop()
+
+
+def test_each_event_loop_thread_reads_into_a_buffer_of_its_own():
+    """Two emulators in one process run two loops in two threads; a socket read releases the GIL while
+    the kernel fills the buffer, so a buffer shared across threads would mix their bytes."""
+    import threading
+
+    from emulator.tls_layer import _thread_buffer
+
+    seen = {}
+
+    def remember(name: str) -> None:
+        seen[name] = (_thread_buffer(), _thread_buffer())
+
+    threads = [threading.Thread(target=remember, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen["a"][0] is seen["a"][1] and seen["b"][0] is seen["b"][1]  # one per thread...
+    assert seen["a"][0].obj is not seen["b"][0].obj  # ...not one per process
