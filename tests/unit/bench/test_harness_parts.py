@@ -210,3 +210,17 @@ def test_the_open_files_row_holds_as_many_connections_as_one_process_may_open(mo
     assert bench_capacity.fd_limit_connections() == 19_000  # 20,000 less the emulator's own, in thousands
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 1024))
     assert bench_capacity.fd_limit_connections() == 0  # nothing above the 10,000 row: the row is skipped
+
+
+async def test_the_sustained_callers_read_one_http_response_at_a_time():
+    import asyncio
+
+    from bench.bench_capacity import read_http_response
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCONTENT-LENGTH: 14\r\n\r\n"
+                     b'{"status":200}' b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}")
+    assert await read_http_response(reader) == (200, b'{"status":200}')
+    assert await read_http_response(reader) == (404, b"{}")  # keep-alive: the next one follows
+    reader.feed_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    with pytest.raises(ValueError, match="without Content-Length"):
+        await read_http_response(reader)
