@@ -43,6 +43,7 @@ class MethodCall:
     connect_deadline: float
     response_timeout: float
     response_deadline: float | None = None  # set when the request reaches the device
+    body: bytes = b""  # the payload as sent to the device: JSON, nothing when the service sent none
     result: MethodResult | None = None
     error: HubError | None = None
     _callbacks: list[Callable[[MethodCall], None]] = field(default_factory=list)
@@ -57,9 +58,7 @@ class MethodCall:
 
     def request_body(self) -> bytes:
         """The payload as sent to the device (JSON; nothing when the service sent none)."""
-        if self.payload is None or self.payload == "":
-            return b""
-        return json.dumps(self.payload).encode("utf-8")
+        return self.body
 
     def add_done_callback(self, callback: Callable[[MethodCall], None]) -> None:
         if self.done:
@@ -118,16 +117,17 @@ class MethodCalls:
         _check_range("responseTimeoutInSeconds", response_timeout, limits.METHOD_RESPONSE_TIMEOUT_RANGE)
         _check_range("connectTimeoutInSeconds", connect_timeout, limits.METHOD_CONNECT_TIMEOUT_RANGE)
         try:
-            size = len(json.dumps(payload).encode("utf-8"))
+            encoded = json.dumps(payload).encode("utf-8")  # once: checked here, sent as it is
         except (TypeError, ValueError):
             raise ArgumentInvalid("The method payload must be JSON") from None
-        if size > limits.METHOD_PAYLOAD_MAX_BYTES:
+        if len(encoded) > limits.METHOD_PAYLOAD_MAX_BYTES:
             raise MessageTooLarge(f"The method payload exceeds {limits.METHOD_PAYLOAD_MAX_BYTES} bytes")
         if not online and connect_timeout == 0:
             raise DeviceNotOnline(f"Timed out waiting for device {device_id} to connect")
         call = MethodCall(device_id, method_name, payload, f"{next(self._request_ids):x}",
                           connect_deadline=self._clock() + connect_timeout,
-                          response_timeout=response_timeout)
+                          response_timeout=response_timeout,
+                          body=b"" if payload is None or payload == "" else encoded)
         key = (device_id, call.rid)
         self._calls[key] = call
         self._order[key] = next(self._started)
