@@ -346,8 +346,8 @@ class JobScheduler:
         try:
             await asyncio.gather(*workers)
         except asyncio.CancelledError:  # cancel() or the time limit: calls in flight must not reach devices
-            for call in workers:
-                call.cancel()
+            for task in workers:
+                task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             raise
 
